@@ -1,0 +1,96 @@
+"""Networks: the 2.5D wrapper, CPU bfloat16 autocast, and optional local encoder weights.
+
+Architectures themselves come from MONAI and are chosen in the YAML config (``network:`` with a
+``_target_``, as in model-zoo bundles), so an architecture is a config, not a code fork:
+
+=====================  =============================================================
+config                 network
+=====================  =============================================================
+configs/unet25d.yaml   ``monai.networks.nets.UNet`` (residual units), 2.5D
+configs/basicunet25d   ``monai.networks.nets.BasicUNet``, 2.5D
+configs/resnet34unet25d ``monai.networks.nets.FlexibleUNet`` (ResNet34 encoder), 2.5D
+configs/swinunetr25d   ``monai.networks.nets.SwinUNETR`` (2D, CNN-transformer hybrid), 2.5D
+configs/segresnet3d    ``monai.networks.nets.SegResNet`` on 3D patches (model-zoo recipe)
+=====================  =============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bundle_components import SliceWise25D, neighbour_stack
+
+__all__ = ["SliceWise25D", "neighbour_stack", "Autocast", "bf16_supported", "load_encoder_weights", "volume_network"]
+
+logger = logging.getLogger(__name__)
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        caps = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover - very old torch
+        return False
+    if "AVX512" not in caps.upper() and "AMX" not in caps.upper():
+        return False
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class Autocast(nn.Module):
+    """Run ``net`` under bfloat16 autocast on the input's device; return float32.
+
+    Used around the 2D network in training (MONAI's ``amp=True`` is CUDA-only float16).
+    """
+
+    def __init__(self, net: nn.Module, enabled: bool = True):
+        super().__init__()
+        self.net = net
+        self.enabled = enabled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return self.net(x)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            return self.net(x).float()
+
+
+def load_encoder_weights(net: nn.Module, path: str | Path | None) -> nn.Module:
+    """Load a local encoder checkpoint (e.g. ImageNet ResNet34) into a FlexibleUNet; no download.
+
+    Keys that do not match in name and shape (the first conv when channels differ, the
+    classifier) are skipped and listed in the log.
+    """
+    if not path:
+        return net
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    target = net.encoder if hasattr(net, "encoder") else net
+    own = target.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(state) - set(keep))
+    target.load_state_dict(keep, strict=False)
+    logger.info("encoder weights from %s: %d tensors loaded, %d skipped %s", path, len(keep), len(skipped), skipped[:5])
+    return net
+
+
+def volume_network(net: nn.Module, mode: str, k: int = 1, bf16: bool = False, slice_batch: int = 32) -> nn.Module:
+    """A network that takes ``[B, 4, H, W, D]`` and returns ``[B, 3, H, W, D]`` logits.
+
+    Args:
+        net: the trained network (2D for ``mode="2.5d"``, 3D for ``mode="3d"``).
+        mode: ``"2.5d"`` wraps ``net`` in :class:`SliceWise25D`; ``"3d"`` returns it as is
+            (under autocast when ``bf16``).
+    """
+    if mode == "2.5d":
+        return SliceWise25D(net, k=k, slice_batch=slice_batch, bf16=bf16)
+    if mode == "3d":
+        return Autocast(net, enabled=bf16)
+    raise ValueError(f"mode must be '2.5d' or '3d', got {mode!r}")

@@ -1,0 +1,340 @@
+"""Training with MONAI's Ignite engines: one YAML config per experiment.
+
+``brainseg3d train configs/unet25d.yaml`` (or :func:`train`) does:
+
+1. read the config with MONAI's :class:`~monai.bundle.ConfigParser` (``_target_`` network,
+   ``@`` references, ``$`` expressions, ``--key#sub value`` overrides);
+2. preprocess each training / validation volume once into memory
+   (:class:`~brainseg3d.data.slices.VolumeCache`);
+3. train the network on 2.5D slices (or 3D patches) with BCE + Dice on [WT, TC, ET]
+   (:class:`monai.losses.DiceCELoss`, sigmoid), MONAI random augmentation, Adam + cosine LR;
+4. validate per volume every ``val_interval`` epochs: every slice of each validation case is
+   predicted, the 3D volume rebuilt and scored with MONAI Dice per region; the best mean Dice
+   is kept as ``best_model.pt``;
+5. write ``metrics.csv``, ``metrics.json`` and a loss / Dice curve ``curves.png`` to the output
+   folder, and a checkpoint every epoch (``checkpoint.pt``) for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from ignite.engine import Events
+from ignite.handlers import ProgressBar
+from monai.bundle import ConfigParser
+from monai.data import DataLoader, Dataset
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import CheckpointLoader, CheckpointSaver, LrScheduleHandler, MeanDice, ValidationHandler, from_engine
+from monai.inferers import SimpleInferer, SlidingWindowInferer
+from monai.losses import DiceCELoss
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSpatialCropd,
+    SpatialPadd,
+)
+from monai.utils import set_determinism
+
+from .data.datalist import load_datalist
+from .data.slices import SliceDataset, VolumeCache
+from .networks import Autocast, bf16_supported, load_encoder_weights, volume_network
+from .transforms import REGIONS, preprocessing
+
+__all__ = ["load_config", "train", "augmentation"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> ConfigParser:
+    """Read a YAML/JSON experiment config into a MONAI ConfigParser and apply overrides.
+
+    Args:
+        path: the config file.
+        overrides: ``{"train#max_epochs": 2, ...}`` (MONAI's ``#`` path syntax).
+    """
+    parser = ConfigParser()
+    parser.read_config(str(path))
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    return parser
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def augmentation(mode: str, patch, keys=("image", "label")) -> Compose:
+    """Random training augmentation (MONAI): crop, flips, small affine, intensity scale/shift."""
+    keys = list(keys)
+    if mode == "2.5d":
+        spatial = [
+            SpatialPadd(keys, spatial_size=patch),
+            RandSpatialCropd(keys, roi_size=patch, random_size=False),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandAffined(
+                keys,
+                prob=0.3,
+                rotate_range=math.radians(15),
+                scale_range=0.1,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+        ]
+    else:
+        spatial = [
+            SpatialPadd(keys, spatial_size=patch),
+            RandCropByPosNegLabeld(keys, label_key=keys[1], spatial_size=patch, pos=2, neg=1, num_samples=1),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandFlipd(keys, prob=0.5, spatial_axis=2),
+        ]
+    intensity = [
+        RandScaleIntensityd(keys[0], factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys[0], offsets=0.1, prob=0.5),
+    ]
+    return Compose(spatial + intensity)
+
+
+class MetricsLog:
+    """Ignite handler: per-epoch train loss, validation Dice, learning rate and time
+    to ``metrics.csv`` / ``metrics.json``, and ``curves.png`` (loss and Dice curves)."""
+
+    def __init__(self, out_dir: Path, evaluator, optimizer, start_time: float):
+        self.out_dir, self.evaluator, self.optimizer, self.start = out_dir, evaluator, optimizer, start_time
+        self.rows: list[dict] = []
+        self.losses: list[float] = []
+        path = out_dir / "metrics.json"
+        if path.exists():  # resumed run: keep the history
+            self.rows = json.loads(path.read_text()).get("epochs", [])
+
+    def attach(self, trainer) -> None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _iteration(self, engine) -> None:
+        out = engine.state.output
+        out = out[0] if isinstance(out, list) else out
+        self.losses.append(float(out["loss"]))
+
+    def _epoch(self, engine) -> None:
+        metrics = self.evaluator.state.metrics if self.evaluator.state.epoch == engine.state.epoch else {}
+        row = {
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "minutes": (time.time() - self.start) / 60,
+        }
+        for name in ["val_mean_dice"] + [f"val_dice_{r}" for r in REGIONS]:
+            row[name] = float(metrics[name]) if name in metrics else float("nan")
+        self.losses = []
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        self.write()
+
+    def write(self) -> None:
+        with open(self.out_dir / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+        (self.out_dir / "metrics.json").write_text(json.dumps({"epochs": self.rows}, indent=1))
+        plot_curves(self.rows, self.out_dir / "curves.png")
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss and per-region validation Dice against epochs, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["train_loss"] for r in rows], "k-")
+    a.set(xlabel="epoch", ylabel="train loss (BCE + Dice)", title="training loss")
+    for name, colour in zip(["val_mean_dice"] + [f"val_dice_{r}" for r in REGIONS], ["k", "g", "b", "r"]):
+        pts = [(r["epoch"], r[name]) for r in rows if not math.isnan(r[name])]
+        if pts:
+            b.plot(*zip(*pts), "o-", color=colour, label=name.replace("val_dice_", "").replace("val_", ""), ms=3)
+    b.set(xlabel="epoch", ylabel="per-volume Dice", ylim=(0, 1), title="validation Dice")
+    b.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _region_output(i: int):
+    def transform(output):
+        preds, labels = from_engine(["pred", "label"])(output)
+        return [p[i : i + 1] for p in preds], [y[i : i + 1] for y in labels]
+
+    return transform
+
+
+def train(
+    config: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    max_epochs: int | None = None,
+    max_steps: int | None = None,
+    resume: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    overrides: dict | None = None,
+    max_val_cases: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train the model a config describes; return a summary (best Dice, paths, minutes).
+
+    Args:
+        config: experiment YAML (see ``configs/``).
+        output: output folder (default ``runs/<config name>``).
+        max_epochs: override ``train#max_epochs``.
+        max_steps: stop after this many iterations in all (smoke runs).
+        resume: a ``checkpoint.pt`` written by an earlier run.
+        dataset_dir: where the datalist's relative paths start (default: as recorded).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        overrides: more config overrides, ``{"train#lr": 1e-3}``.
+        max_val_cases: validate on the first N validation cases only (smoke runs).
+    """
+    ov = dict(overrides or {})
+    if max_epochs is not None:
+        ov["train#max_epochs"] = int(max_epochs)
+    parser = load_config(config, ov)
+    name = parser.get("name", Path(config).stem)
+    out_dir = Path(output or Path("runs") / name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed = int(parser.get("seed", 0))
+    set_determinism(seed)
+    dev = resolve_device(device)
+    mode, k = parser.get("mode", "2.5d"), int(parser.get("k", 0))
+    data_cfg = parser.get_parsed_content("data")
+    train_cfg = parser.get_parsed_content("train")
+    patch = list(data_cfg["patch"])
+    bf16 = bool(train_cfg.get("bf16", False)) and bf16_supported(dev)
+
+    # data: each volume preprocessed once
+    datalist = data_cfg["datalist"]
+    tr_items = load_datalist(datalist, "training", dataset_dir or data_cfg.get("dataset_dir"))
+    va_items = load_datalist(datalist, "validation", dataset_dir or data_cfg.get("dataset_dir"))[:max_val_cases]
+    pre = preprocessing(["image", "label"], normalize=data_cfg.get("normalize", "zscore"))
+    tr_cache = VolumeCache(tr_items, pre, progress=progress)
+    va_cache = VolumeCache(va_items, pre, progress=progress)
+    aug = augmentation(mode, patch)
+    if mode == "2.5d":
+        tr_ds = SliceDataset(tr_cache, k=k, tumour_ratio=data_cfg.get("tumour_ratio", 0.7), transform=aug, seed=seed)
+    else:
+        tr_ds = Dataset([{"image": i, "label": y} for i, y in zip(tr_cache.images, tr_cache.labels)], transform=aug)
+    gen = torch.Generator().manual_seed(seed)
+    tr_loader = DataLoader(tr_ds, batch_size=int(train_cfg["batch_size"]), shuffle=True, num_workers=0, generator=gen, drop_last=len(tr_ds) > int(train_cfg["batch_size"]))
+    va_ds = Dataset([{"image": i, "label": y} for i, y in zip(va_cache.images, va_cache.labels)])
+    va_loader = DataLoader(va_ds, batch_size=1, num_workers=0)
+
+    # network, loss, optimizer
+    net = parser.get_parsed_content("network").to(dev)
+    load_encoder_weights(net, train_cfg.get("encoder_weights"))
+    loss = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5, lambda_dice=1.0, lambda_ce=1.0)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg.get("weight_decay", 1e-5)))
+    n_epochs = int(train_cfg["max_epochs"])
+    epoch_length = len(tr_loader)
+    if max_steps:
+        epoch_length = min(epoch_length, int(max_steps))
+        n_epochs = max(1, math.ceil(int(max_steps) / epoch_length))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs)
+
+    if mode == "2.5d":
+        eval_net, val_inferer = volume_network(net, mode, k=k, bf16=bf16), SimpleInferer()
+    else:
+        eval_net = volume_network(net, mode, bf16=bf16)
+        val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=2, overlap=0.25)
+    start = time.time()
+    evaluator = SupervisedEvaluator(
+        device=dev,
+        val_data_loader=va_loader,
+        network=eval_net,
+        inferer=val_inferer,
+        postprocessing=Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=0.5)]),
+        key_val_metric={"val_mean_dice": MeanDice(include_background=True, output_transform=from_engine(["pred", "label"]))},
+        additional_metrics={f"val_dice_{r}": MeanDice(output_transform=_region_output(i)) for i, r in enumerate(REGIONS)},
+        val_handlers=[
+            CheckpointSaver(str(out_dir), {"network": net}, save_key_metric=True, key_metric_filename="best_model.pt"),
+        ],
+    )
+    trainer = SupervisedTrainer(
+        device=dev,
+        max_epochs=n_epochs,
+        epoch_length=epoch_length,
+        train_data_loader=tr_loader,
+        network=Autocast(net, enabled=bf16),
+        optimizer=opt,
+        loss_function=loss,
+        inferer=SimpleInferer(),
+        train_handlers=[LrScheduleHandler(sched, print_lr=False)],
+    )
+    if mode == "2.5d":
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: tr_ds.resample(e.state.epoch))
+    val_interval = int(train_cfg.get("val_interval", 1))
+    ValidationHandler(interval=val_interval, validator=evaluator).attach(trainer)
+    budget = train_cfg.get("max_minutes")
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _stop_on_budget_or_end(engine):
+        last = engine.state.epoch == engine.state.max_epochs
+        over = budget is not None and (time.time() - start) / 60 > float(budget)
+        if (last or over) and engine.state.epoch % val_interval != 0:
+            evaluator.run(engine.state.epoch)  # always score the final weights
+        if over:
+            logger.info("time budget of %s min reached at epoch %d", budget, engine.state.epoch)
+            engine.terminate()
+
+    log = MetricsLog(out_dir, evaluator, opt, start)
+    log.attach(trainer)
+    ckpt = {"network": net, "optimizer": opt, "lr_scheduler": sched, "trainer": trainer}
+    CheckpointSaver(str(out_dir), ckpt, save_interval=1, n_saved=1, final_filename="checkpoint.pt", save_final=True, epoch_level=True, file_prefix="epoch").attach(trainer)
+    if resume:
+        CheckpointLoader(str(resume), ckpt, map_location=dev).attach(trainer)
+    if progress:
+        ProgressBar(persist=False, desc=name).attach(trainer, output_transform=lambda o: {"loss": float((o[0] if isinstance(o, list) else o)["loss"])})
+    trainer.run()
+
+    minutes = (time.time() - start) / 60
+    best = max((r for r in log.rows if not math.isnan(r["val_mean_dice"])), key=lambda r: r["val_mean_dice"], default=None)
+    summary = {
+        "name": name,
+        "config": str(config),
+        "mode": mode,
+        "k": k,
+        "epochs": trainer.state.epoch,
+        "iterations": trainer.state.iteration,
+        "train_minutes": round(minutes, 2),
+        "best_epoch": best["epoch"] if best else None,
+        "best_val_dice": {r: best[f"val_dice_{r}"] for r in REGIONS} | {"mean": best["val_mean_dice"]} if best else None,
+        "validation_cases": [it["case"] for it in va_items],
+        "bf16": bf16,
+        "device": str(dev),
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        "best_model": str(out_dir / "best_model.pt"),
+        "params": sum(p.numel() for p in net.parameters()),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))
+    return summary
