@@ -63,6 +63,9 @@ class SliceWise25D(nn.Module):
         divisible: in-plane size is padded (with zeros, the normalized background) to a
             multiple of this, then cropped back.
         bf16: run the 2D network under CPU/CUDA bfloat16 autocast (output stays float32).
+        mask_background: set the logits of voxels outside the brain (zero in every input
+            channel, as z-score normalization over the brain leaves them) to -20, so no
+            tumour is ever predicted outside the brain.
 
     Inputs ``[B, C, H, W, D]`` -> logits ``[B, out_channels, H, W, D]``.
 
@@ -73,8 +76,17 @@ class SliceWise25D(nn.Module):
         torch.Size([1, 3, 100, 120, 30])
     """
 
-    def __init__(self, net: nn.Module, k: int = 1, slice_batch: int = 32, divisible: int = 16, bf16: bool = False):
+    def __init__(
+        self,
+        net: nn.Module,
+        k: int = 1,
+        slice_batch: int = 32,
+        divisible: int = 16,
+        bf16: bool = False,
+        mask_background: bool = True,
+    ):
         super().__init__()
+        self.mask_background = bool(mask_background)
         self.net = net
         self.k = int(k)
         self.slice_batch = int(slice_batch)
@@ -104,8 +116,11 @@ class SliceWise25D(nn.Module):
             for s in range(0, d, self.slice_batch):
                 chunks.append(self.net(stack[s : s + self.slice_batch]))
             outs.append(torch.cat(chunks, 0).permute(1, 2, 3, 0))  # [out, H', W', D]
-        y = torch.stack(outs, 0)
-        return y[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :].contiguous()
+        y = torch.stack(outs, 0)[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :]
+        if self.mask_background:
+            brain = (x[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :] != 0).any(1, keepdim=True)
+            y = y.masked_fill(~brain, -20.0)
+        return y.contiguous()
 
 
 def brain_mask(x):

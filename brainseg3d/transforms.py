@@ -92,7 +92,7 @@ def preprocessing(
         EnsureChannelFirstd(image, channel_dim=channel_dim),
         EnsureChannelFirstd(label, allow_missing_keys=True) if label else None,
         EnsureTyped(keys, dtype=torch.float32, allow_missing_keys=True, track_meta=True),
-        Orientationd(keys, axcodes="RAS", allow_missing_keys=True),
+        Orientationd(keys, axcodes="RAS", labels=None, allow_missing_keys=True),
         Spacingd(keys, pixdim=pixdim, mode=modes, allow_missing_keys=True) if pixdim else None,
         CropForegroundd(keys, source_key=image, select_fn=brain_mask, margin=margin, allow_missing_keys=True),
     ]

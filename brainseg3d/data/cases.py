@@ -331,3 +331,34 @@ def channel_layout(shape: Sequence[int]) -> str:
             f"(_t1, _t1ce, _t2, _flair) beside the other three, or stack all four in one 4D file"
         )
     raise ValueError(f"not a 4-channel volume (shape {shape}); expected (X, Y, Z, 4) or (4, X, Y, Z)")
+
+
+def inference_items(root: str | os.PathLike) -> list[dict]:
+    """MONAI dataset items ``{"case", "image"}`` for every usable case under ``root``.
+
+    Used as the bundle's datalist, so ``python -m monai.bundle run`` segments a folder of
+    cases in any BraTS naming. Cases with problems are skipped with a warning naming them.
+    """
+    import logging
+
+    items = []
+    for case in discover(root):
+        info = inspect_case(case)
+        if not info.ok:
+            logging.getLogger(__name__).warning("skipping %s: %s", case.case_id, info.problem)
+            continue
+        items.append({"case": case.case_id, "image": [str(p) for p in case.modality_files()]})
+    return items
+
+
+def case_name_formatter(metadict: dict, saver=None) -> dict:
+    """``SaveImaged(output_name_formatter=...)``: name an output after its case id.
+
+    ``.../BraTS2021_00006_t1.nii.gz`` -> ``BraTS2021_00006``, so that with ``output_postfix=""``
+    the mask is written as ``<case id>.nii.gz``.
+    """
+    src = metadict.get("filename_or_obj", "case")
+    if isinstance(src, (list, tuple)):
+        src = src[0]
+    parsed = split_name(Path(str(src)).name)
+    return {"subject": parsed[0] if parsed else Path(str(src)).stem, "idx": None}

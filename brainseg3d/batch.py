@@ -1,0 +1,133 @@
+"""Segment many cases: resume, atomic writes, per-case errors, overlapped I/O.
+
+While case *i* is inferred, case *i+1* is read and preprocessed in a background thread
+(gzip decoding releases the GIL) and case *i-1* is written in another, so a batch runs at the
+speed of the slowest stage rather than the sum of them. Memory stays flat: at most one case
+is loading, one computing and one writing at any time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .data.cases import Case, CaseError
+from .inference import Prediction, Predictor
+from .io import save_label_image, write_colour_table, write_json, write_preview
+
+__all__ = ["CaseResult", "segment_cases", "output_path"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class CaseResult:
+    case_id: str
+    status: str  # "ok", "skipped", "failed"
+    path: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+
+
+def output_path(out_dir: str | os.PathLike, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}.nii.gz"
+
+
+def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: str) -> Path:
+    case_id = case.case_id
+    path = output_path(out_dir, case_id)
+    # the mask goes last: its presence means the case is complete (resume skips it)
+    write_json(pred.report, out_dir / f"{case_id}.json")
+    if preview:
+        title = f"{case_id}  WT {pred.report['volumes']['whole_tumour_ml']:.1f} ml"
+        write_preview(_flair(case), np.asarray(pred.label.dataobj), out_dir / f"{case_id}.png", title=title, labels_scheme=labels)
+    save_label_image(pred.label, path)
+    return path
+
+
+def segment_cases(
+    cases: Sequence[Case],
+    out_dir: str | os.PathLike,
+    predictor: Predictor,
+    overwrite: bool = False,
+    preview: bool = False,
+    colour_table: bool = False,
+    progress: bool = True,
+    prefetch: bool = True,
+) -> list[CaseResult]:
+    """Segment ``cases`` into ``out_dir`` (``<case>.nii.gz`` + ``<case>.json`` [+ ``<case>.png``]).
+
+    A case that fails is reported with its reason and the batch goes on. Existing outputs are
+    skipped unless ``overwrite``.
+
+    Returns:
+        One :class:`CaseResult` per case, in input order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if colour_table:
+        write_colour_table(out_dir / f"brats_colours_{predictor.labels}.ctbl", predictor.labels)
+    results: dict[str, CaseResult] = {}
+    todo = []
+    for c in cases:
+        if not overwrite and output_path(out_dir, c.case_id).exists():
+            results[c.case_id] = CaseResult(c.case_id, "skipped", str(output_path(out_dir, c.case_id)))
+        else:
+            todo.append(c)
+
+    def load(case: Case):
+        t0 = time.perf_counter()
+        return predictor.load(case), time.perf_counter() - t0
+
+    bar = tqdm(total=len(todo), desc="segment", unit="case", disable=not progress, file=sys.stderr)
+    with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+        pending_load: Future | None = loader.submit(load, todo[0]) if todo and prefetch else None
+        writes: list[tuple[str, Future, float]] = []
+        for i, case in enumerate(todo):
+            t0 = time.perf_counter()
+            try:
+                if prefetch:
+                    fut = pending_load
+                    pending_load = loader.submit(load, todo[i + 1]) if i + 1 < len(todo) else None
+                    (data, chain, reference), t_load = fut.result()
+                else:
+                    (data, chain, reference), t_load = load(case)
+                pred = predictor.segment_data(data, chain, reference, case.case_id)
+                pred.report["seconds_load"] = round(t_load, 3)
+                writes.append((case.case_id, writer.submit(_write, pred, case, out_dir, preview, predictor.labels), t0))
+            except Exception as e:  # one bad case must not stop the batch
+                msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
+                logger.error("%s: %s", case.case_id, msg)
+                results[case.case_id] = CaseResult(case.case_id, "failed", error=msg)
+            bar.update(1)
+            bar.set_postfix_str(case.case_id)
+        for case_id, fut, t0 in writes:
+            try:
+                path = fut.result()
+                results[case_id] = CaseResult(case_id, "ok", str(path), seconds=round(time.perf_counter() - t0, 3))
+            except Exception as e:
+                logger.error("%s: writing failed: %s", case_id, e)
+                results[case_id] = CaseResult(case_id, "failed", error=f"writing failed: {e}")
+    bar.close()
+    return [results[c.case_id] for c in cases]
+
+
+def _flair(case: Case) -> np.ndarray:
+    """The FLAIR volume on the input grid (background of the preview)."""
+    import nibabel as nib
+
+    files = case.modality_files()
+    img = nib.load(str(files[-1] if case.image4d is None else files[0]))
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    if arr.ndim == 4:
+        arr = arr[..., -1] if arr.shape[-1] == 4 else arr[-1]
+    return arr

@@ -1,0 +1,233 @@
+"""``brainseg3d`` command line: thin shells over the package functions.
+
+Paths and tables go to stdout; logs and progress bars go to stderr. Exit status is 0 only when
+everything asked for succeeded.
+
+Subcommands: ``cases``, ``datalist``, ``train``, ``export``, ``segment``, ``evaluate``,
+``demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+logger = logging.getLogger("brainseg3d")
+
+
+def _cases(args) -> int:
+    from .data.cases import discover, inspect_case
+
+    cases = discover(args.root)
+    bad = 0
+    print("case\tt1\tt1ce\tt2\tflair\tlabel\tshape\tspacing\tstatus")
+    for c in cases:
+        info = inspect_case(c)
+        if c.image4d is not None:
+            files = [c.image4d.name + " (4D)"] + ["-"] * 3
+        else:
+            files = [c.images[m].name if m in c.images else "MISSING" for m in ("t1", "t1ce", "t2", "flair")]
+        shape = "x".join(map(str, info.shape)) if info.shape else "-"
+        spacing = "x".join(f"{s:.2f}" for s in info.spacing) if info.spacing else "-"
+        status = "ok" if info.ok else info.problem
+        bad += not info.ok
+        print("\t".join([c.case_id, *files, c.label.name if c.label else "none", shape, spacing, status]))
+    print(f"{len(cases)} cases, {len(cases) - bad} ok, {bad} with problems", file=sys.stderr)
+    return 0 if cases else 1
+
+
+def _datalist(args) -> int:
+    from .data.datalist import make_datalist, write_datalist
+
+    split = tuple(float(s) for s in args.split.split("/"))
+    docs = make_datalist(args.root, split=split, seed=args.seed, folds=args.folds, dataset_dir=args.dataset_dir)
+    out = Path(args.out)
+    if isinstance(docs, list):
+        for doc in docs:
+            path = out.with_name(f"{out.stem}_fold{doc['fold']}{out.suffix}")
+            write_datalist(doc, path, relative_to=path.parent)
+            print(path)
+    else:
+        write_datalist(docs, out, relative_to=out.parent)
+        print(out)
+        print(" / ".join(f"{k} {len(docs[k])}" for k in ("training", "validation", "testing")), file=sys.stderr)
+    return 0
+
+
+def _train(args) -> int:
+    from .training import train
+
+    overrides = {}
+    for kv in args.set or []:
+        key, _, value = kv.partition("=")
+        overrides[key] = json.loads(value) if value[:1] in "[{0123456789-tfn\"" and value not in ("", "-") else value
+    summary = train(
+        args.config,
+        output=args.output,
+        max_epochs=args.max_epochs,
+        max_steps=args.max_steps,
+        resume=args.resume,
+        dataset_dir=args.dataset_dir,
+        device=args.device,
+        overrides=overrides,
+        max_val_cases=args.max_val_cases,
+        progress=not args.quiet,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _export(args) -> int:
+    from .bundle import export_weights
+
+    print(export_weights(args.checkpoint, args.bundle, torchscript=not args.no_torchscript))
+    return 0
+
+
+def _segment(args) -> int:
+    from .batch import segment_cases
+    from .data.cases import discover
+    from .inference import Predictor
+
+    cases = discover(args.input)
+    if not cases:
+        print(f"no cases found in {args.input}", file=sys.stderr)
+        return 1
+    predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, min_component=args.min_component)
+    results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview, colour_table=args.colour_table, progress=not args.quiet)
+    for r in results:
+        if r.status == "ok":
+            print(r.path)
+    failed = [r for r in results if r.status == "failed"]
+    n_ok = sum(r.status == "ok" for r in results)
+    n_skip = sum(r.status == "skipped" for r in results)
+    print(f"{n_ok} segmented, {n_skip} skipped (output exists; --overwrite to redo), {len(failed)} failed", file=sys.stderr)
+    for r in failed:
+        print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _evaluate(args) -> int:
+    from .evaluation import evaluate_folder
+
+    summary = evaluate_folder(args.pred_dir, args.gt_root, args.out)
+    keys = list(summary["mean"])
+    print("case\t" + "\t".join(keys))
+    for r in summary["cases"]:
+        print(r["case"] + "\t" + "\t".join(f"{r[k]:.4f}" for k in keys))
+    if summary["mean"]:
+        print("MEAN\t" + "\t".join(f"{summary['mean'][k]:.4f}" for k in keys))
+    for e in summary["errors"]:
+        print(f"ERROR {e['case']}: {e['error']}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}", file=sys.stderr)
+    return 1 if summary["errors"] or not summary["cases"] else 0
+
+
+def _demo(args) -> int:
+    """Segment the sample case shipped in the repo and score it against its ground truth."""
+    from .batch import segment_cases
+    from .data.cases import discover
+    from .evaluation import evaluate_folder
+    from .inference import Predictor
+
+    sample = Path(args.sample)
+    cases = discover(sample)
+    predictor = Predictor(args.bundle)
+    results = segment_cases(cases, args.output_dir, predictor, overwrite=True, preview=True, colour_table=True, progress=not args.quiet)
+    for r in results:
+        print(r.path if r.status == "ok" else f"FAILED {r.case_id}: {r.error}")
+    summary = evaluate_folder(args.output_dir, sample)
+    for row in summary["cases"]:
+        print(f"{row['case']}: Dice WT {row['Dice_WT']:.3f}  TC {row['Dice_TC']:.3f}  ET {row['Dice_ET']:.3f}  "
+              f"(HD95 mm WT {row['HD95_WT']:.1f} TC {row['HD95_TC']:.1f} ET {row['HD95_ET']:.1f})")
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="brainseg3d", description="Brain tumour (BraTS) segmentation from multimodal MRI. Research use only, not a medical device.")
+    p.add_argument("--version", action="version", version=f"brainseg3d {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("cases", help="list the cases under ROOT (any BraTS naming) and check their grids")
+    s.add_argument("root", help="a case folder, a folder of case folders, a 4D NIfTI, or a text file listing them")
+    s.set_defaults(func=_cases)
+
+    s = sub.add_parser("datalist", help="write a patient-level MONAI datalist (train/validation/test, or k folds)")
+    s.add_argument("root")
+    s.add_argument("--out", required=True, help="output JSON (with --folds: NAME_foldI.json)")
+    s.add_argument("--split", default="70/15/15", help="train/validation/test percentages")
+    s.add_argument("--folds", type=int, default=None, help="write K fold datalists (test split held out)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dataset-dir", default=None, help="root the paths are relative to (default ROOT)")
+    s.set_defaults(func=_datalist)
+
+    s = sub.add_parser("train", help="train a model from a YAML config (MONAI/Ignite engines)")
+    s.add_argument("config")
+    s.add_argument("--output", default=None, help="output folder (default runs/<name>)")
+    s.add_argument("--max-epochs", type=int, default=None)
+    s.add_argument("--max-steps", type=int, default=None, help="stop after N iterations (smoke run)")
+    s.add_argument("--max-val-cases", type=int, default=None, help="validate on the first N validation cases")
+    s.add_argument("--resume", default=None, help="checkpoint.pt of an earlier run")
+    s.add_argument("--dataset-dir", default=None)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train#lr=0.001")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("export", help="put a training checkpoint into the bundle (model.pt + TorchScript model.ts)")
+    s.add_argument("checkpoint")
+    s.add_argument("--bundle", default=None)
+    s.add_argument("--no-torchscript", action="store_true")
+    s.set_defaults(func=_export)
+
+    s = sub.add_parser("segment", help="segment one case, a folder of cases, or a 4D NIfTI")
+    s.add_argument("input")
+    s.add_argument("output_dir")
+    s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped model)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    s.add_argument("--labels", default="brats", choices=["brats", "brats2023"], help="ET written as 4 (brats) or 3 (brats2023)")
+    s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    s.add_argument("--min-component", type=int, default=0, help="drop tumour components smaller than N voxels")
+    s.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
+    s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_segment)
+
+    s = sub.add_parser("evaluate", help="Dice and HD95 per case on WT / TC / ET")
+    s.add_argument("pred_dir")
+    s.add_argument("gt_root")
+    s.add_argument("--out", default=None, help="CSV per case (+ JSON summary beside it)")
+    s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("demo", help="segment the bundled sample case and print its Dice")
+    s.add_argument("--sample", default=str(Path(__file__).resolve().parents[1] / "sample_data"))
+    s.add_argument("--output-dir", default="outputs/demo")
+    s.add_argument("--bundle", default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Per-volume evaluation on the BraTS regions WT, TC, ET: Dice and HD95 (MONAI metrics).
+
+Empty regions follow the BraTS challenge convention:
+
+==========================  ======  ==================================================
+ground truth / prediction   Dice    HD95
+==========================  ======  ==================================================
+both empty                  1       0
+one empty, the other not    0       373.13 mm (the diagonal of a 240x240x155 1 mm grid)
+==========================  ======  ==================================================
+
+Both label schemes are read (ET = 4 up to BraTS 2021, ET = 3 from 2023): each map's ET
+value is found from its own values.
+
+A prediction that is missing, or not on the ground truth's grid (shape or affine), is reported
+as an error row, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+
+from .data.cases import discover
+from .io import atomic_path, write_json
+from .transforms import REGIONS, LabelToRegions
+
+__all__ = ["EMPTY_HD95", "region_scores", "evaluate_folder"]
+
+#: HD95 when exactly one of prediction / ground truth is empty (BraTS convention)
+EMPTY_HD95 = float(np.sqrt(240**2 + 240**2 + 155**2))
+
+
+def region_scores(pred: np.ndarray, gt: np.ndarray, spacing=(1.0, 1.0, 1.0), case_id: str = "case") -> dict[str, float]:
+    """Dice and HD95 per BraTS region for two label maps on one grid.
+
+    Returns:
+        ``{"Dice_WT": ..., "Dice_TC": ..., "Dice_ET": ..., "HD95_WT": ..., ...}``.
+    """
+    conv = LabelToRegions("auto")
+    p = conv(torch.as_tensor(np.asarray(pred)), f"{case_id} prediction")[None].bool()
+    g = conv(torch.as_tensor(np.asarray(gt)), f"{case_id} ground truth")[None].bool()
+    out: dict[str, float] = {}
+    dice = compute_dice(p.float(), g.float(), include_background=True, ignore_empty=False)[0]
+    for i, r in enumerate(REGIONS):
+        pe, ge = not bool(p[0, i].any()), not bool(g[0, i].any())
+        out[f"Dice_{r}"] = 1.0 if (pe and ge) else float(dice[i])
+        if pe and ge:
+            out[f"HD95_{r}"] = 0.0
+        elif pe or ge:
+            out[f"HD95_{r}"] = EMPTY_HD95
+        else:
+            hd = compute_hausdorff_distance(p[:, i : i + 1].float(), g[:, i : i + 1].float(), include_background=True, percentile=95, spacing=list(spacing))
+            out[f"HD95_{r}"] = float(hd.flatten()[0])
+    return out
+
+
+def evaluate_folder(pred_dir: str | os.PathLike, gt_root: str | os.PathLike, out_csv: str | os.PathLike | None = None) -> dict:
+    """Score ``pred_dir/<case>.nii.gz`` against every labelled case under ``gt_root``.
+
+    Writes a CSV row per case (``out_csv``) and a JSON summary beside it (same name, ``.json``).
+
+    Returns:
+        ``{"mean": {...}, "cases": [...], "errors": [...]}``.
+    """
+    pred_dir = Path(pred_dir)
+    rows, errors = [], []
+    for case in discover(gt_root):
+        if case.label is None:
+            continue
+        row: dict = {"case": case.case_id}
+        pred_path = pred_dir / f"{case.case_id}.nii.gz"
+        gt = nib.load(str(case.label))
+        if not pred_path.exists():
+            row["error"] = "prediction missing"
+        else:
+            pr = nib.load(str(pred_path))
+            if pr.shape[:3] != gt.shape[:3] or not np.allclose(pr.affine, gt.affine, atol=1e-3):
+                row["error"] = f"prediction not on the ground truth grid (shape {pr.shape} vs {gt.shape}, or affine differs)"
+            else:
+                spacing = tuple(float(s) for s in gt.header.get_zooms()[:3])
+                try:
+                    row.update(region_scores(np.asarray(pr.dataobj), np.asarray(gt.dataobj), spacing, case.case_id))
+                except ValueError as e:
+                    row["error"] = str(e)
+        (errors if "error" in row else rows).append(row)
+    keys = [f"{m}_{r}" for m in ("Dice", "HD95") for r in REGIONS]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys} if rows else {}
+    summary = {"n_cases": len(rows), "mean": mean, "cases": rows, "errors": errors, "empty_region_convention": "BraTS: both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 373.13"}
+    if out_csv:
+        out_csv = Path(out_csv)
+        with atomic_path(out_csv) as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["case"] + keys + ["error"], restval="")
+                w.writeheader()
+                for r in rows + errors:
+                    w.writerow({k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else v) for k, v in r.items()})
+        write_json(summary, out_csv.with_suffix(".json"))
+    return summary

@@ -1,0 +1,262 @@
+"""The predictor used by the CLI, the Python API, the app and the benchmark.
+
+One path for a case::
+
+    Case -> preprocessing (transforms.preprocessing: load, RAS, 1 mm, crop brain, z-score)
+         -> network (SliceWise25D over the cropped volume, slices batched; optional flip TTA)
+         -> sigmoid > 0.5 -> nested regions [WT, TC, ET] -> BraTS label map (uint8)
+         -> optional small-component clean-up
+         -> Invertd (uncrop, undo RAS) -> NIfTI on the input's exact grid (shape + affine)
+
+The network definition, K and the label scheme come from the bundle's ``inference.json``, so
+the CLI and ``python -m monai.bundle run`` build the same network from one config.
+
+Example:
+    >>> from brainseg3d.inference import Predictor
+    >>> predictor = Predictor()                      # the shipped bundle
+    >>> result = predictor.segment_case(case)       # -> Prediction(label=Nifti1Image, report=dict)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Invertd
+
+from . import __version__
+from .data.cases import Case, CaseError, channel_layout, inspect_case
+from .io import label_volumes_ml
+from .networks import bf16_supported
+from .transforms import LABEL_SCHEMES, RegionsToLabels, preprocessing
+
+__all__ = ["DEFAULT_BUNDLE", "Prediction", "Predictor", "load_bundle_network"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "brats_mri_2p5d_segmentation"
+
+
+def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = "cpu", weights: bool = True):
+    """Build the bundle's ``network_def`` and load ``models/model.pt``.
+
+    Returns:
+        ``(network, parser)``: the network in eval mode and the bundle's inference config.
+    """
+    bundle = Path(bundle).resolve()
+    cfg = bundle / "configs" / "inference.json"
+    if not cfg.exists():
+        raise FileNotFoundError(f"not a bundle (no configs/inference.json): {bundle}")
+    if str(bundle) not in sys.path:
+        sys.path.insert(1, str(bundle))  # the bundle's scripts/ package, as monai.bundle does
+    parser = ConfigParser()
+    parser.read_config(str(cfg))
+    parser["bundle_root"] = str(bundle)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    if weights:
+        state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    return net.to(device).eval(), parser
+
+
+@dataclasses.dataclass
+class Prediction:
+    """A segmented case: the label image on the input's grid and its report."""
+
+    label: nib.Nifti1Image
+    report: dict
+    image: torch.Tensor | None = None  # preprocessed input, kept only on request
+
+
+class Predictor:
+    """Segment cases with a bundle's network.
+
+    Args:
+        bundle: bundle folder (default: the shipped one).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``auto`` (bfloat16 where the CPU/GPU has it, else fp32), ``fp32`` or ``bf16``.
+        labels: ``brats`` (ET = 4) or ``brats2023`` (ET = 3).
+        tta: average sigmoid outputs over flips of the in-plane axes (nnU-Net habit).
+        min_component: remove connected tumour components smaller than this many voxels
+            (0 = off).
+        threads: torch CPU threads (``None`` leaves torch's default).
+    """
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        labels: str = "brats",
+        tta: bool = False,
+        min_component: int = 0,
+        threads: int | None = None,
+    ):
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        if precision == "auto":
+            precision = "bf16" if bf16_supported(self.device) else "fp32"
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        if labels not in LABEL_SCHEMES:
+            raise ValueError(f"labels must be one of {sorted(LABEL_SCHEMES)}, got {labels!r}")
+        self.bundle = Path(bundle or DEFAULT_BUNDLE).resolve()
+        self.network, parser = load_bundle_network(self.bundle, self.device)
+        if hasattr(self.network, "bf16"):
+            self.network.bf16 = precision == "bf16"
+        self.precision, self.labels, self.tta, self.min_component = precision, labels, tta, int(min_component)
+        self.et_label = LABEL_SCHEMES[labels]
+        self.model_name = self.bundle.name
+        meta = self.bundle / "configs" / "metadata.json"
+        self.model_version = __import__("json").loads(meta.read_text()).get("version", "?") if meta.exists() else "?"
+        self._chains: dict = {}
+
+    def chain(self, channel_dim=None, load: bool = True):
+        """The preprocessing chain (cached per input layout)."""
+        key = (channel_dim, load)
+        if key not in self._chains:
+            self._chains[key] = preprocessing(["image"], load=load, channel_dim=channel_dim)
+        return self._chains[key]
+
+    @torch.inference_mode()
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """Sigmoid region probabilities ``[3, H, W, D]`` for a preprocessed ``[4, H, W, D]``."""
+        x = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+        x = x[None].to(self.device, torch.float32)
+        prob = torch.sigmoid(self.network(x))
+        if self.tta:
+            for dims in ((2,), (3,), (2, 3)):
+                prob += torch.sigmoid(self.network(x.flip(dims))).flip(dims)
+            prob /= 4
+        return prob[0].cpu()
+
+    def _cleanup(self, regions: torch.Tensor) -> torch.Tensor:
+        if self.min_component <= 0:
+            return regions
+        from scipy import ndimage
+
+        wt = regions[0].numpy()
+        lab, n = ndimage.label(wt)
+        if n:
+            sizes = ndimage.sum(wt, lab, index=np.arange(1, n + 1))
+            keep = np.isin(lab, 1 + np.nonzero(sizes >= self.min_component)[0])
+            regions = regions & torch.from_numpy(keep)[None]
+        return regions
+
+    def segment_data(self, data: dict, chain, reference: nib.Nifti1Image | None = None, case_id: str = "case") -> Prediction:
+        """Segment one preprocessed dict (output of ``chain``); return the label on the input grid."""
+        t0 = time.perf_counter()
+        image = data["image"]
+        prob = self.probabilities(image)
+        regions = self._cleanup(prob > 0.5)
+        label = RegionsToLabels(self.et_label)(regions)
+        label = MetaTensor(label, meta=image.meta, applied_operations=image.applied_operations)
+        inv = Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)({"pred": label, "image": image})
+        arr = np.asarray(inv["pred"][0].numpy(), dtype=np.uint8)
+        if reference is not None:
+            if arr.shape != tuple(reference.shape[:3]):
+                raise CaseError(case_id, f"internal error: mask shape {arr.shape} != input shape {reference.shape[:3]}")
+            affine = reference.affine
+            hdr = reference.header.copy()
+        else:
+            affine = np.asarray(inv["pred"].affine, dtype=np.float64)
+            hdr = None
+        out = nib.Nifti1Image(arr, affine, hdr)
+        out.set_data_dtype(np.uint8)
+        voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+        report = {
+            "case": case_id,
+            "model": self.model_name,
+            "model_version": self.model_version,
+            "brainseg3d_version": __version__,
+            "labels": self.labels,
+            "precision": self.precision,
+            "tta": self.tta,
+            "device": str(self.device),
+            "shape": list(arr.shape),
+            "voxel_ml": voxel_ml,
+            "volumes": label_volumes_ml(arr, voxel_ml, self.et_label),
+            "seconds_inference": round(time.perf_counter() - t0, 3),
+        }
+        return Prediction(out, report, image)
+
+    def load(self, case: Case) -> tuple[dict, object, nib.Nifti1Image]:
+        """Read and preprocess a case; return ``(data, chain, reference header image)``."""
+        info = inspect_case(case)
+        if not info.ok:
+            raise CaseError(case.case_id, info.problem)
+        files = case.modality_files()
+        reference = nib.load(str(files[0]))
+        channel_dim = None
+        if case.image4d is not None and channel_layout(reference.shape) == "first":
+            channel_dim = 0
+            reference = nib.Nifti1Image(np.zeros(reference.shape[1:4], np.uint8), reference.affine, None)
+        elif case.image4d is not None:
+            reference = nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine, reference.header.copy())
+        chain = self.chain(channel_dim)
+        try:
+            data = chain({"image": [str(f) for f in files] if case.image4d is None else str(files[0])})
+        except Exception as e:
+            raise CaseError(case.case_id, f"cannot read or preprocess: {_root_cause(e)}") from e
+        img = data["image"]
+        if img.shape[0] != 4:
+            raise CaseError(case.case_id, f"expected 4 modality channels, got {img.shape[0]}")
+        if not torch.isfinite(img).all():
+            raise CaseError(case.case_id, "image holds NaN or infinite values")
+        return data, chain, reference
+
+    def segment_case(self, case: Case) -> Prediction:
+        """Segment a discovered case; the label image has the input's exact shape and affine."""
+        t0 = time.perf_counter()
+        data, chain, reference = self.load(case)
+        t_load = time.perf_counter() - t0
+        pred = self.segment_data(data, chain, reference, case.case_id)
+        pred.report["seconds_load"] = round(t_load, 3)
+        pred.report["seconds"] = round(time.perf_counter() - t0, 3)
+        return pred
+
+    def segment_image(self, image, affine: np.ndarray | None = None, case_id: str = "image") -> Prediction:
+        """Segment in-memory data.
+
+        Args:
+            image: a 4D :class:`nibabel.Nifti1Image` (channel-last), a list of four 3D
+                ``Nifti1Image`` in the MODALITIES order, or an array ``[4, X, Y, Z]``.
+            affine: voxel-to-world (RAS) affine for an array input (default identity).
+        """
+        if isinstance(image, (list, tuple)):
+            affine = image[0].affine
+            arr = np.stack([np.asarray(i.dataobj, dtype=np.float32) for i in image])
+        elif isinstance(image, nib.Nifti1Image):
+            affine = image.affine
+            arr = np.asarray(image.dataobj, dtype=np.float32)
+            arr = np.moveaxis(arr, -1, 0) if channel_layout(arr.shape) == "last" else arr
+        else:
+            arr = np.asarray(image, dtype=np.float32)
+            affine = np.eye(4) if affine is None else np.asarray(affine)
+        if arr.ndim != 4 or arr.shape[0] != 4:
+            raise CaseError(case_id, f"expected 4 modalities [4, X, Y, Z], got shape {arr.shape}")
+        mt = MetaTensor(torch.from_numpy(np.ascontiguousarray(arr)), affine=torch.as_tensor(affine, dtype=torch.float64))
+        mt.meta["original_channel_dim"] = 0
+        mt.meta["original_affine"] = torch.as_tensor(affine, dtype=torch.float64)
+        mt.meta["space"] = "RAS"
+        chain = self.chain(0, load=False)
+        data = chain({"image": mt})
+        reference = nib.Nifti1Image(np.zeros(arr.shape[1:], np.uint8), affine)
+        return self.segment_data(data, chain, reference, case_id)
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,228 @@
+"""Self-contained pieces the MONAI bundle needs: torch + MONAI only, no brainseg3d import.
+
+This file is the single source of these classes. The bundle carries a verbatim copy at
+``bundles/brats_mri_2p5d_segmentation/scripts/components.py`` so that the bundle runs with MONAI
+alone (MONAI Label, ``python -m monai.bundle run``); ``tests/test_bundle.py`` fails when the
+two drift apart.
+
+- :func:`neighbour_stack`: axial slices with K neighbours stacked as channels (the 2.5D input).
+- :class:`SliceWise25D`: wraps a 2D network so it takes ``[B, C, H, W, D]`` and returns
+  ``[B, 3, H, W, D]``: to every client it is an ordinary 3D segmentation network.
+- :class:`LabelToRegionsd` / :class:`RegionsToLabelsd`: BraTS labels <-> nested [WT, TC, ET].
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Optional
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from torch import nn
+
+__all__ = [
+    "neighbour_stack",
+    "SliceWise25D",
+    "LabelToRegions",
+    "LabelToRegionsd",
+    "RegionsToLabels",
+    "RegionsToLabelsd",
+    "brain_mask",
+]
+
+
+def neighbour_stack(volume: torch.Tensor, k: int, z_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Stack axial neighbours as channels.
+
+    Args:
+        volume: ``[C, X, Y, Z]``.
+        k: neighbours on each side.
+        z_index: 1D tensor of the slices to return, ``None`` for all.
+
+    Returns:
+        ``[N, C * (2k + 1), X, Y]`` for N requested slices (neighbour-major channel order).
+    """
+    c, x, y, z = volume.shape
+    zs = torch.arange(z, device=volume.device) if z_index is None else z_index.reshape(-1).to(volume.device)
+    offsets = torch.arange(-k, k + 1, device=volume.device)
+    idx = (zs[:, None] + offsets[None, :]).clamp_(0, z - 1)  # replication padding at the edges
+    n = zs.shape[0]
+    # [C, X, Y, N * (2k+1)] -> [C, X, Y, N, 2k+1] -> [N, 2k+1, C, X, Y]
+    out = volume.index_select(3, idx.reshape(-1)).reshape(c, x, y, n, 2 * k + 1).permute(3, 4, 0, 1, 2)
+    return out.reshape(n, c * (2 * k + 1), x, y)
+
+
+class SliceWise25D(nn.Module):
+    """Run a 2D network over every axial slice (with K neighbours as channels) of a 3D volume.
+
+    Args:
+        net: 2D network taking ``in_channels * (2k + 1)`` channels.
+        k: neighbours on each side.
+        slice_batch: slices per forward pass of the 2D network.
+        divisible: in-plane size is padded (with zeros, the normalized background) to a
+            multiple of this, then cropped back.
+        bf16: run the 2D network under CPU/CUDA bfloat16 autocast (output stays float32).
+        mask_background: set the logits of voxels outside the brain (zero in every input
+            channel, as z-score normalization over the brain leaves them) to -20, so no
+            tumour is ever predicted outside the brain.
+
+    Inputs ``[B, C, H, W, D]`` -> logits ``[B, out_channels, H, W, D]``.
+
+    Example:
+        >>> from monai.networks.nets import UNet
+        >>> net = SliceWise25D(UNet(2, 12, 3, (16, 32, 64, 128, 256), (2, 2, 2, 2)), k=1)
+        >>> net(torch.zeros(1, 4, 100, 120, 30)).shape
+        torch.Size([1, 3, 100, 120, 30])
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        k: int = 1,
+        slice_batch: int = 32,
+        divisible: int = 16,
+        bf16: bool = False,
+        mask_background: bool = True,
+    ):
+        super().__init__()
+        self.mask_background = bool(mask_background)
+        self.net = net
+        self.k = int(k)
+        self.slice_batch = int(slice_batch)
+        self.divisible = int(divisible)
+        self.bf16 = bool(bf16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bf16 and not torch.jit.is_scripting():
+            return self._forward_autocast(x)
+        return self._forward(x)
+
+    @torch.jit.unused
+    def _forward_autocast(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            return self._forward(x).float()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w, d = x.shape
+        ph = (self.divisible - h % self.divisible) % self.divisible
+        pw = (self.divisible - w % self.divisible) % self.divisible
+        if ph > 0 or pw > 0:
+            x = nn.functional.pad(x, [0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        outs = []
+        for i in range(b):
+            stack = neighbour_stack(x[i], self.k, None)  # [D, C', H', W']
+            chunks = []
+            for s in range(0, d, self.slice_batch):
+                chunks.append(self.net(stack[s : s + self.slice_batch]))
+            outs.append(torch.cat(chunks, 0).permute(1, 2, 3, 0))  # [out, H', W', D]
+        y = torch.stack(outs, 0)[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :]
+        if self.mask_background:
+            brain = (x[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :] != 0).any(1, keepdim=True)
+            y = y.masked_fill(~brain, -20.0)
+        return y.contiguous()
+
+
+def brain_mask(x):
+    """Foreground selector for :class:`CropForegroundd`: non-zero in any modality."""
+    return x != 0
+
+
+class LabelToRegions(Transform):
+    """BraTS label map -> three nested binary regions ``[WT, TC, ET]``.
+
+    Args:
+        et_label: value of the enhancing tumour: 4 (BraTS 2018-2021), 3 (BraTS 2023+) or
+            ``"auto"`` (4 if present, else 3).
+        case_id: used in error messages.
+
+    Raises:
+        ValueError: the label map holds values other than 0, 1, 2 and the ET value, or both
+            3 and 4 with ``et_label="auto"``.
+    """
+
+    def __init__(self, et_label: int | str = "auto") -> None:
+        if et_label not in (3, 4, "auto"):
+            raise ValueError(f"et_label must be 3, 4 or 'auto', got {et_label!r}")
+        self.et_label = et_label
+
+    def __call__(self, label, case_id: str = "label"):
+        lab = label[0] if label.ndim == 4 else label
+        values = set(torch.unique(torch.as_tensor(lab)).round().int().tolist())
+        et = self.et_label
+        if et == "auto":
+            if {3, 4} <= values:
+                raise ValueError(f"{case_id}: label map holds both 3 and 4; cannot tell which is ET")
+            et = 3 if 3 in values else 4
+        unknown = values - {0, 1, 2, et}
+        if unknown:
+            raise ValueError(
+                f"{case_id}: unknown label values {sorted(unknown)} (expected 0, 1, 2, {et})"
+            )
+        wt = lab > 0
+        tc = (lab == 1) | (lab == et)
+        etm = lab == et
+        return torch.stack([torch.as_tensor(m) for m in (wt, tc, etm)]).to(torch.uint8)
+
+
+class LabelToRegionsd(MapTransform):
+    """Dictionary version of :class:`LabelToRegions`; keeps MetaTensor metadata and inverts."""
+
+    def __init__(self, keys: KeysCollection, et_label: int | str = "auto", allow_missing_keys=False):
+        super().__init__(keys, allow_missing_keys)
+        self.converter = LabelToRegions(et_label)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            case_id = str(d.get("case", key))
+            out = self.converter(d[key], case_id)
+            if isinstance(d[key], MetaTensor):
+                out = MetaTensor(out, meta=d[key].meta, applied_operations=d[key].applied_operations)
+            d[key] = out
+        return d
+
+    def inverse(self, data):  # regions are not turned back into labels by the chain's inverse
+        return dict(data)
+
+
+class RegionsToLabels(Transform):
+    """Binary nested regions ``[WT, TC, ET, ...]`` -> one BraTS label map ``[1, ...]``.
+
+    Assigned in the order WT -> 2, TC -> 1, ET -> ET value, so the result is nested by
+    construction (every ET voxel is TC, every TC voxel is WT).
+
+    Args:
+        et_label: 4 for BraTS 2018-2021 labels, 3 for BraTS 2023+.
+        dtype: output dtype; ``uint8`` because ITK and NIfTI viewers cannot take int64 masks.
+    """
+
+    def __init__(self, et_label: int = 4, dtype=torch.uint8) -> None:
+        self.et_label = int(et_label)
+        self.dtype = dtype
+
+    def __call__(self, regions):
+        r = torch.as_tensor(regions) > 0.5
+        out = torch.zeros((1, *r.shape[1:]), dtype=self.dtype, device=r.device)
+        out[0][r[0]] = 2
+        out[0][r[1]] = 1
+        out[0][r[2]] = self.et_label
+        if isinstance(regions, MetaTensor):
+            out = MetaTensor(out, meta=regions.meta, applied_operations=regions.applied_operations)
+        return out
+
+
+class RegionsToLabelsd(MapTransform):
+    """Dictionary version of :class:`RegionsToLabels`."""
+
+    def __init__(self, keys: KeysCollection, et_label: int = 4, allow_missing_keys=False):
+        super().__init__(keys, allow_missing_keys)
+        self.converter = RegionsToLabels(et_label)
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
