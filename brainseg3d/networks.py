@@ -81,16 +81,17 @@ def load_encoder_weights(net: nn.Module, path: str | Path | None) -> nn.Module:
     return net
 
 
-def volume_network(net: nn.Module, mode: str, k: int = 1, bf16: bool = False, slice_batch: int = 32) -> nn.Module:
+def volume_network(net: nn.Module, mode: str, k: int = 1, bf16: bool = False, slice_batch: int = 32, divisible: int = 16) -> nn.Module:
     """A network that takes ``[B, 4, H, W, D]`` and returns ``[B, 3, H, W, D]`` logits.
 
     Args:
         net: the trained network (2D for ``mode="2.5d"``, 3D for ``mode="3d"``).
         mode: ``"2.5d"`` wraps ``net`` in :class:`SliceWise25D`; ``"3d"`` returns it as is
             (under autocast when ``bf16``).
+        divisible: in-plane padding multiple the 2D network needs (32 for 5 down-samplings).
     """
     if mode == "2.5d":
-        return SliceWise25D(net, k=k, slice_batch=slice_batch, bf16=bf16)
+        return SliceWise25D(net, k=k, slice_batch=slice_batch, divisible=divisible, bf16=bf16)
     if mode == "3d":
         return Autocast(net, enabled=bf16)
     raise ValueError(f"mode must be '2.5d' or '3d', got {mode!r}")

@@ -55,6 +55,7 @@ __all__ = [
     "register_case",
     "resample_to_reference",
     "looks_skull_stripped",
+    "mean_displacement_mm",
     "needs_registration",
 ]
 
@@ -223,13 +224,15 @@ def looks_skull_stripped(image: str | os.PathLike | sitk.Image) -> tuple[bool, s
         RuntimeError: the file cannot be read (SimpleITK's error).
     """
     img = sitk.ReadImage(str(image)) if not isinstance(image, sitk.Image) else image
+    if img.GetNumberOfComponentsPerPixel() > 1:  # a vector image: look at the first component
+        img = sitk.VectorIndexSelectionCast(img, 0)
     a = sitk.GetArrayFromImage(img)
     while a.ndim > 3:  # a 4D file: look at the first volume
-        a = a[0] if a.shape[0] <= a.shape[-1] else a[..., 0]
+        a = a[0]
     if a.ndim != 3 or min(a.shape) < 2:
         return False, f"not a 3D volume (shape {a.shape}); cannot tell"
     faces = np.concatenate(
-        [a[0].ravel(), a[-1].ravel(), a[:, 0].ravel(), a[:, -1].ravel(), a[:, :, 0].ravel(), a[:, :, -1].ravel()]
+        [f.ravel() for f in (a[0], a[-1], a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1])]
     )
     face_zero = float((faces == 0).mean())
     zero = float((a == 0).mean())
@@ -279,7 +282,7 @@ def mean_displacement_mm(t: sitk.Transform, points: np.ndarray) -> float:
     return float(np.linalg.norm(moved - points, axis=1).mean())
 
 
-def _metric_evaluator(fixed: sitk.Image, seed: int) -> sitk.ImageRegistrationMethod:
+def _metric_evaluator(seed: int) -> sitk.ImageRegistrationMethod:
     ev = sitk.ImageRegistrationMethod()
     ev.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     ev.SetMetricSamplingStrategy(ev.REGULAR)
@@ -296,7 +299,7 @@ def _mi(ev: sitk.ImageRegistrationMethod, fixed, moving, transform) -> float:
 def _register_pair(fixed: sitk.Image, moving: sitk.Image, seed: int) -> tuple[sitk.Euler3DTransform, dict]:
     """Rigidly register ``moving`` to ``fixed``; returns the transform and a report."""
     t0 = time.perf_counter()
-    ev = _metric_evaluator(fixed, seed)
+    ev = _metric_evaluator(seed)
     header = sitk.Euler3DTransform()
     size = np.array(fixed.GetSize(), float)
     header.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2)))
@@ -316,7 +319,7 @@ def _register_pair(fixed: sitk.Image, moving: sitk.Image, seed: int) -> tuple[si
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=2.0,
-        minStep=1e-4,
+        minStep=1e-3,
         numberOfIterations=100,
         relaxationFactor=0.5,
         gradientMagnitudeTolerance=1e-6,
@@ -422,11 +425,15 @@ def register_case(
     say = progress or (lambda msg: None)
     case.check()
     if case.image4d is not None:
-        raise CaseError(case.case_id, "registration needs four modality files; a 4D file is already on one grid")
+        raise CaseError(
+            case.case_id, "registration needs four modality files; a 4D file is already on one grid"
+        )
     if reference is None:
         reference = choose_reference(case)
     if reference not in MODALITIES:
-        raise CaseError(case.case_id, f"unknown reference modality {reference!r}; use one of {', '.join(MODALITIES)}")
+        raise CaseError(
+            case.case_id, f"unknown reference modality {reference!r}; use one of {', '.join(MODALITIES)}"
+        )
     if not spacing or spacing <= 0:
         raise ValueError(f"spacing must be a positive number of mm, got {spacing!r}")
     t_start = time.perf_counter()

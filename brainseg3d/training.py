@@ -262,7 +262,8 @@ def train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs)
 
     if mode == "2.5d":
-        eval_net, val_inferer = volume_network(net, mode, k=k, bf16=bf16), SimpleInferer()
+        eval_net = volume_network(net, mode, k=k, bf16=bf16, divisible=int(parser.get("divisible", 16)))
+        val_inferer = SimpleInferer()
     else:
         eval_net = volume_network(net, mode, bf16=bf16)
         val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=2, overlap=0.25)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up brainseg3d in ./.venv (Python 3.11): CPU torch 2.13.0 unless a torch is already there,
+# then the package with its test extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    # pinned: an unpinned torch pulls a multi-GB CUDA build
+    .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+fi
+.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import torch, monai, brainseg3d; print(f'brainseg3d {brainseg3d.__version__}: torch {torch.__version__}, monai {monai.__version__}')"

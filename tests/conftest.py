@@ -1,0 +1,70 @@
+"""Shared fixtures: the real data in ../shared/data and small volumes made on the fly."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+BRATS2018 = SHARED / "brats2018"
+FORMATS = SHARED / "formats"
+SAMPLE = REPO / "sample_data" / "Brats18_2013_20_1"
+
+
+def need_shared():
+    if not BRATS2018.is_dir():
+        pytest.skip(f"shared data not found at {SHARED}")
+
+
+@pytest.fixture(scope="session")
+def shared():
+    need_shared()
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def brats_case(shared):
+    """A BraTS 2018 case folder (validation split, with label)."""
+    return BRATS2018 / "Brats18_CBICA_AME_1"
+
+
+def write_case(folder: Path, case_id: str, shape=(24, 28, 20), affine=None, naming="2018", seed=0, label=True, skip=()):
+    """Write a small synthetic case: a 'brain' ellipsoid with a two-part 'tumour'."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0]) if affine is None else affine
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    brain = (zz**2 + yy**2 + xx**2) < 0.8
+    names = {"2018": ["_t1", "_t1ce", "_t2", "_flair", "_seg"], "2023": ["-t1n", "-t1c", "-t2w", "-t2f", "-seg"]}[naming]
+    for i, suffix in enumerate(names[:4]):
+        if suffix in skip:
+            continue
+        data = (brain * (100 + 20 * i + rng.normal(0, 5, shape))).astype(np.int16)
+        nib.save(nib.Nifti1Image(data, affine), str(folder / f"{case_id}{suffix}.nii.gz"))
+    if label:
+        lab = np.zeros(shape, np.uint8)
+        lab[((zz - 0.2) ** 2 + yy**2 + xx**2) < 0.15] = 2
+        lab[((zz - 0.2) ** 2 + yy**2 + xx**2) < 0.05] = 1
+        lab[((zz - 0.2) ** 2 + yy**2 + xx**2) < 0.02] = 4 if naming == "2018" else 3
+        nib.save(nib.Nifti1Image(lab, affine), str(folder / f"{case_id}{names[4]}.nii.gz"))
+    return folder
+
+
+@pytest.fixture
+def make_case(tmp_path):
+    def make(case_id="Synth_001", **kw):
+        return write_case(tmp_path / case_id, case_id, **kw)
+
+    return make
+
+
+def copy_case(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        shutil.copy(f, dst / f.name)
+    return dst

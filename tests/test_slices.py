@@ -1,0 +1,56 @@
+import torch
+
+from brainseg3d.data.slices import SliceDataset, VolumeCache
+from brainseg3d.networks import neighbour_stack
+
+
+def test_neighbour_order_and_edge_replication():
+    vol = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 1, 1, 5)  # channel c, slice z: value c*5+z
+    out = neighbour_stack(vol, 1)
+    assert out.shape == (5, 6, 1, 1)
+    # slice 0: [z-1 -> 0 (replicated): c0, c1, z: c0, c1, z+1: c0, c1]
+    assert out[0, :, 0, 0].tolist() == [0, 5, 0, 5, 1, 6]
+    assert out[2, :, 0, 0].tolist() == [1, 6, 2, 7, 3, 8]
+    assert out[4, :, 0, 0].tolist() == [3, 8, 4, 9, 4, 9]
+    assert torch.equal(neighbour_stack(vol, 0)[:, :, 0, 0], vol[:, 0, 0].T)
+    assert torch.equal(neighbour_stack(vol, 2, torch.tensor([3]))[0], neighbour_stack(vol, 2)[3])
+
+
+class _Cache(VolumeCache):
+    def __init__(self, images, labels):
+        self.items, self.images, self.labels = [{}] * len(images), images, labels
+
+
+def _volumes():
+    img = torch.zeros(4, 8, 8, 10)
+    img[:, 2:6, 2:6, 1:9] = 1.0  # brain on slices 1..8
+    lab = torch.zeros(3, 8, 8, 10, dtype=torch.uint8)
+    lab[0, 3:5, 3:5, 3:5] = 1  # tumour on slices 3, 4
+    return img, lab
+
+
+def test_slice_dataset_skips_empty_and_balances():
+    img, lab = _volumes()
+    ds = SliceDataset(_Cache([img], [lab]), k=1, tumour_ratio=0.5, seed=0)
+    assert sorted(z for _, z in ds.tumour) == [3, 4]
+    assert sorted(z for _, z in ds.background) == [1, 2, 5, 6, 7, 8]  # slices 0 and 9 have no brain
+    assert len(ds) == 4  # 2 tumour + 2 tumour-free for a ratio of 0.5
+    item = ds[0]
+    assert item["image"].shape == (12, 8, 8) and item["label"].shape == (3, 8, 8)
+    ds.resample(1)
+    draws = {tuple(ds.index)}
+    for e in range(2, 8):
+        ds.resample(e)
+        draws.add(tuple(ds.index))
+    assert len(draws) > 1  # a new draw of tumour-free slices per epoch
+    ds_all = SliceDataset(_Cache([img], [lab]), k=0, tumour_ratio=None)
+    assert len(ds_all) == 8 and ds_all[0]["image"].shape == (4, 8, 8)
+
+
+def test_slice_matches_volume_neighbours():
+    img, lab = _volumes()
+    img = img * torch.arange(10).float()  # make slices distinguishable
+    ds = SliceDataset(_Cache([img], [lab]), k=2, tumour_ratio=None)
+    v, z = ds.index[0]
+    assert torch.equal(ds[0]["image"], neighbour_stack(img, 2)[z])
+    assert torch.equal(ds[0]["label"], lab[..., z].float())
