@@ -4,3 +4,46 @@ Research use only; not a medical device.
 """
 
 __version__ = "0.1.0"
+
+
+def segment(input, bundle=None, **kwargs):
+    """Segment one case and return its label image (``nibabel.Nifti1Image``, uint8, on the input grid).
+
+    Args:
+        input: a case folder or 4D NIfTI path, a list of four 3D ``Nifti1Image`` (t1, t1ce, t2,
+            flair), a 4D ``Nifti1Image`` (channel-last), or an array ``[4, X, Y, Z]``.
+        bundle: bundle folder (default: the shipped model).
+        **kwargs: :class:`brainseg3d.inference.Predictor` options (``precision``, ``labels``,
+            ``tta``, ``device``), plus ``affine`` for an array input.
+
+    Example:
+        >>> import brainseg3d
+        >>> mask = brainseg3d.segment("sample_data/Brats18_2013_20_1")
+    """
+    import os
+
+    from .data.cases import discover
+    from .inference import Predictor
+
+    affine = kwargs.pop("affine", None)
+    predictor = Predictor(bundle, **kwargs)
+    if isinstance(input, (str, os.PathLike)):
+        cases = discover(input)
+        if len(cases) != 1:
+            raise ValueError(f"{input}: expected one case, found {len(cases)}")
+        return predictor.segment_case(cases[0]).label
+    return predictor.segment_image(input, affine=affine).label
+
+
+def discover(root):
+    """Find the BraTS cases under ``root`` (see :func:`brainseg3d.data.cases.discover`)."""
+    from .data.cases import discover as _discover
+
+    return _discover(root)
+
+
+def load_model(bundle=None, **kwargs):
+    """A ready :class:`brainseg3d.inference.Predictor` for the bundle (default: the shipped one)."""
+    from .inference import Predictor
+
+    return Predictor(bundle, **kwargs)

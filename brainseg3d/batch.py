@@ -74,6 +74,8 @@ def segment_cases(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.part*"):  # temp files of a run that was killed
+        stale.unlink()
     if colour_table:
         write_colour_table(out_dir / f"brats_colours_{predictor.labels}.ctbl", predictor.labels)
     results: dict[str, CaseResult] = {}

@@ -38,12 +38,12 @@ def test_config_smoke_train(name, tiny_datalist, tmp_path):
     ov["data#datalist"] = str(tiny_datalist)
     out = tmp_path / name
     summary = train(REPO / "configs" / f"{name}.yaml", output=out, max_steps=2, overrides=ov, max_val_cases=1, progress=False)
-    assert summary["iterations"] == 2 and summary["epochs"] == 1
+    assert summary["iterations"] == 2  # (3D: one volume per epoch, so 2 epochs)
     assert 0.0 <= summary["best_val_dice"]["mean"] <= 1.0
     for f in ("best_model.pt", "checkpoint.pt", "metrics.csv", "metrics.json", "curves.png", "summary.json"):
         assert (out / f).is_file(), f
     rows = json.loads((out / "metrics.json").read_text())["epochs"]
-    assert rows[-1]["epoch"] == 1 and rows[-1]["train_loss"] > 0
+    assert rows[-1]["epoch"] == summary["epochs"] and rows[-1]["train_loss"] > 0
 
 
 def test_loss_decreases_on_one_batch():

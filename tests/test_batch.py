@@ -1,0 +1,100 @@
+"""`brainseg3d segment` on batches: bad inputs reported by name, good cases still written,
+resume, atomic writes (a killed batch leaves no partial mask)."""
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainseg3d.cli import main
+
+from .conftest import SAMPLE, copy_case
+
+
+def _sample_copy(dst_root, case_id):
+    dst = dst_root / case_id
+    dst.mkdir(parents=True)
+    for f in SAMPLE.iterdir():
+        if f.name.endswith(".nii.gz"):
+            shutil.copy(f, dst / f.name.replace("Brats18_2013_20_1", case_id))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bad_batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    _sample_copy(root, "Good_001")
+    (_sample_copy(root, "Missing_001") / "Missing_001_t2.nii.gz").unlink()
+    trunc = _sample_copy(root, "Truncated_001") / "Truncated_001_flair.nii.gz"
+    trunc.write_bytes(trunc.read_bytes()[: trunc.stat().st_size // 2])
+    grid = _sample_copy(root, "Grid_001") / "Grid_001_t1.nii.gz"
+    img = nib.load(str(grid))
+    nib.save(img.slicer[2:, :, :], str(grid))
+    nan = _sample_copy(root, "Nan_001") / "Nan_001_t1ce.nii.gz"
+    img = nib.load(str(nan))
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    arr[10:20, 10:20, 10:20] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine), str(nan))
+    return root
+
+
+def test_bad_inputs_named_and_batch_goes_on(bad_batch, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["segment", str(bad_batch), str(out), "--precision", "fp32", "--quiet"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert cap.out.strip().splitlines() == [str(out / "Good_001.nii.gz")]
+    err = cap.err
+    assert "1 segmented, 0 skipped" in err and "4 failed" in err
+    assert "FAILED Missing_001: missing modality t2" in err
+    assert "FAILED Truncated_001: cannot read or preprocess" in err
+    assert "FAILED Grid_001: modalities on different grids" in err
+    assert "FAILED Nan_001: image holds NaN" in err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["Good_001.json", "Good_001.nii.gz"]
+    assert nib.load(str(out / "Good_001.nii.gz")).get_data_dtype() == np.uint8
+
+
+def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
+    src = tmp_path / "in"
+    _sample_copy(src, "Case_A")
+    out = tmp_path / "out"
+    assert main(["segment", str(src), str(out), "--quiet", "--preview", "--colour-table"]) == 0
+    mtime = (out / "Case_A.nii.gz").stat().st_mtime_ns
+    assert (out / "Case_A.png").stat().st_size > 1000
+    assert (out / "brats_colours_brats.ctbl").read_text().count("\n") == 5
+    capsys.readouterr()
+    assert main(["segment", str(src), str(out), "--quiet"]) == 0
+    assert "0 segmented, 1 skipped" in capsys.readouterr().err
+    assert (out / "Case_A.nii.gz").stat().st_mtime_ns == mtime
+    assert main(["segment", str(src), str(out), "--quiet", "--overwrite"]) == 0
+    assert (out / "Case_A.nii.gz").stat().st_mtime_ns != mtime
+
+
+def test_killed_batch_leaves_no_partial_mask(tmp_path):
+    src = tmp_path / "in"
+    for i in range(4):
+        _sample_copy(src, f"Kill_{i:03d}")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "brainseg3d", "segment", str(src), str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("Kill_*.nii.gz")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list(out.glob("Kill_*.nii.gz"))
+    assert 1 <= len(done) < 4
+    for f in done:  # every visible mask is complete
+        assert nib.load(str(f)).get_fdata().shape == nib.load(str(next((src / f.name[:-7]).glob("*_t1.nii.gz")))).shape
+    # resume finishes the rest and cleans up temp files of the killed run
+    assert main(["segment", str(src), str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"Kill_{i:03d}.nii.gz" for i in range(4)]
+    assert not list(out.glob(".*"))

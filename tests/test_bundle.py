@@ -1,0 +1,433 @@
+"""The MONAI bundle ``bundles/brats_mri_2p5d_segmentation``: metadata, configs, network, runs.
+
+Everything runs on the real shared data and the shipped weights; each ``python -m monai.bundle
+run`` is a real subprocess (session-scoped, so each case is segmented once):
+
+- the vendored ``scripts/`` are byte-identical to the package modules they copy;
+- ``metadata.json`` validates against the MONAI bundle schema, and the label names MONAI Label
+  reads (first output's ``channel_def``) are exactly the voxel values the bundle writes;
+- ``verify_net_in_out``, ``ckpt_export`` (TorchScript == eager) and the workflow properties;
+- ``inference.json`` on a case folder and on a 4D channel-last NIfTI gives the input's grid and
+  the very mask of ``brainseg3d.inference.Predictor``; ``train.json`` trains, ``evaluate.json``
+  scores and writes the same mask;
+- the 3D Slicer colour table lists the metadata's labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "brats_mri_2p5d_segmentation"
+CONFIGS = BUNDLE / "configs"
+META = CONFIGS / "metadata.json"
+INFER = CONFIGS / "inference.json"
+TRAIN = CONFIGS / "train.json"
+EVALUATE = CONFIGS / "evaluate.json"
+MULTI_GPU = CONFIGS / "multi_gpu_train.json"
+COLOURS = BUNDLE / "docs" / "brats_colours.ctbl"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCHEMA = SHARED.parent / "schemas" / "monai_bundle_meta_schema.json"
+CASE_ID = "Brats18_CBICA_AME_1"  # validation split of data_lists/brats2018.json
+CASE_DIR = SHARED / "brats2018" / CASE_ID
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+STACK_ID = "AME_stacked4d"  # the same case as one 4D channel-last NIfTI, as MONAI Label sends it
+RUN_TIMEOUT = 600
+
+
+def need_case() -> None:
+    if not CASE_DIR.is_dir():
+        pytest.skip(f"shared data not found at {CASE_DIR}: the bundle runs need a real BraTS case")
+
+
+def metadata() -> dict:
+    return json.loads(META.read_text())
+
+
+def label_values() -> set[int]:
+    """Keys of the first output's channel_def, as voxel values."""
+    outputs = metadata()["network_data_format"]["outputs"]
+    return {int(k) for k in next(iter(outputs.values()))["channel_def"]}
+
+
+@pytest.fixture
+def bundle_on_path():
+    """The bundle's ``scripts`` package importable, as monai.bundle and MONAI Label arrange it."""
+    sys.path.insert(0, str(BUNDLE))
+    yield BUNDLE
+    sys.path.remove(str(BUNDLE))
+    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[name]
+
+
+def bundle_cmd(configs: list[Path], **overrides) -> list[str]:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(c) for c in configs])]
+    cmd += ["--bundle_root", str(BUNDLE)]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def run_bundle(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run outside the bundle folder (cwd elsewhere): the bundle must not depend on the cwd."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+# ----------------------------------------------------------------------------- vendored code
+
+
+@pytest.mark.parametrize(
+    "copy, source",
+    [("scripts/components.py", "brainseg3d/bundle_components.py"), ("scripts/cases.py", "brainseg3d/data/cases.py")],
+)
+def test_vendored_scripts_are_verbatim_copies(copy, source):
+    assert (BUNDLE / copy).read_bytes() == (REPO / source).read_bytes(), (
+        f"{BUNDLE.name}/{copy} differs from {source}: copy the package module into the bundle"
+    )
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def test_metadata_validates_against_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    if not SCHEMA.is_file():
+        pytest.skip(f"bundle schema not found at {SCHEMA}")
+    schema = json.loads(SCHEMA.read_text())
+    validator_cls = jsonschema.validators.validator_for(schema)
+    assert validator_cls is jsonschema.Draft201909Validator  # the schema's "$schema" draft
+    validator_cls.check_schema(schema)
+    validator_cls(schema).validate(metadata())
+    # the validator does look at the network formats (a broken one is refused)
+    broken = metadata()
+    broken["network_data_format"]["outputs"]["pred"].pop("dtype")
+    with pytest.raises(jsonschema.ValidationError):
+        validator_cls(schema).validate(broken)
+
+
+def test_metadata_versions_and_use():
+    import monai
+
+    meta = metadata()
+    assert meta["version"] == "0.1.0" and "0.1.0" in meta["changelog"]
+    assert meta["monai_version"] == monai.__version__
+    assert meta["pytorch_version"] == torch.__version__.split("+")[0]
+    assert meta["numpy_version"] == np.__version__
+    for package in meta["required_packages_version"]:
+        importlib.metadata.version(package)  # installed
+    assert "research" in meta["intended_use"].lower() and "not" in meta["intended_use"].lower()
+    assert "diagnos" in meta["intended_use"].lower()
+    assert meta["data_type"] == "nibabel" and "brats" in meta["data_source"].lower()
+    assert any("BRATS" in r or "BraTS" in r for r in meta["references"])
+
+
+def test_metadata_input_and_output_formats():
+    fmt = metadata()["network_data_format"]
+    image = fmt["inputs"]["image"]
+    assert list(fmt["inputs"]) == ["image"]
+    assert image["num_channels"] == 4 and image["channel_def"] == {"0": "T1", "1": "T1c", "2": "T2", "3": "FLAIR"}
+    assert len(image["spatial_shape"]) == 3
+    pred = next(iter(fmt["outputs"].values()))  # MONAI Label reads the first output
+    assert next(iter(fmt["outputs"])) == "pred"
+    assert pred["num_channels"] == 1 and pred["dtype"] == "uint8" and pred["value_range"] == [0, 4]
+    assert pred["channel_def"] == {
+        "0": "background",
+        "1": "necrotic tumour core",
+        "2": "peritumoral edema",
+        "4": "enhancing tumour",
+    }
+
+
+def test_channel_def_keys_are_the_values_the_bundle_writes(bundle_on_path):
+    """Every combination of region bits through the bundle's own post-processing."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(INFER))
+    et_label = parser.get_parsed_content("et_label")
+    post = parser.get_parsed_content("postprocessing#transforms#2", instantiate=True)  # RegionsToLabelsd
+    assert type(post).__name__ == "RegionsToLabelsd"
+    bits = torch.tensor([[(i >> r) & 1 for i in range(8)] for r in range(3)], dtype=torch.float32)
+    written = set(post({"pred": bits[:, :, None, None]})["pred"].unique().tolist())
+    assert written == label_values() == {0, 1, 2, et_label}
+    from brainseg3d.io import LABEL_NAMES
+
+    names = {int(k): v for k, v in metadata()["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
+    assert names == LABEL_NAMES["brats"]
+
+
+def test_colour_table_lists_the_metadata_labels():
+    rows = [ln.split() for ln in COLOURS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert all(len(r) == 6 for r in rows), rows
+    table = {int(r[0]): r[1].replace("_", " ") for r in rows}
+    channel_def = metadata()["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert table == {int(k): v for k, v in channel_def.items()}
+    for r in rows:
+        assert all(0 <= int(c) <= 255 for c in r[2:])
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def raw_network_format() -> dict:
+    """The network's own output (3 region logits), described as ``network_def_data_format``."""
+    meta = metadata()
+    raw = meta["network_def_data_format"]
+    assert raw["inputs"] == meta["network_data_format"]["inputs"]
+    return raw
+
+
+def test_verify_net_in_out(bundle_on_path):
+    """MONAI's check of the network against the metadata (outputs: the raw region logits)."""
+    from monai.bundle import verify_net_in_out
+
+    raw = raw_network_format()["outputs"]["pred"]
+    assert raw["num_channels"] == 3 and raw["dtype"] == "float32"
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(META),
+        config_file=str(INFER),
+        device="cpu",
+        any=20,
+        bundle_root=str(BUNDLE),
+        **{"_meta_#network_data_format#outputs#pred": raw},
+    )
+    # the label-map description is not what the network itself returns
+    with pytest.raises(ValueError):
+        verify_net_in_out(net_id="network_def", meta_file=str(META), config_file=str(INFER), device="cpu", any=20)
+
+
+def test_ckpt_export_torchscript_matches_eager(bundle_on_path, tmp_path):
+    from monai.bundle import ConfigParser, ckpt_export
+
+    ts_path = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts_path),
+        ckpt_file=str(BUNDLE / "models" / "model.pt"),
+        meta_file=str(META),
+        config_file=str(INFER),
+        bundle_root=str(BUNDLE),
+    )
+    extra = {"metadata.json": "", "inference.json": ""}
+    scripted = torch.jit.load(str(ts_path), map_location="cpu", _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] == metadata()["version"]
+    parser = ConfigParser()
+    parser.read_config(str(INFER))
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True))
+    net.eval()
+    x = torch.zeros(1, 4, 37, 44, 7)
+    x[:, :, 5:30, 6:40, :] = torch.randn(1, 4, 25, 34, 7, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager, ts = net(x), scripted(x)
+    assert ts.shape == (1, 3, 37, 44, 7)
+    torch.testing.assert_close(ts, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_train_network_is_the_inference_network(bundle_on_path):
+    from monai.bundle import ConfigParser
+
+    nets = []
+    for cfg in (INFER, TRAIN):
+        parser = ConfigParser()
+        parser.read_config(str(cfg))
+        nets.append(parser.get_parsed_content("network_def", instantiate=True))
+    shapes = [{k: tuple(v.shape) for k, v in n.state_dict().items()} for n in nets]
+    assert shapes[0] == shapes[1]
+    assert (nets[0].k, nets[0].divisible, nets[0].mask_background) == (nets[1].k, nets[1].divisible, nets[1].mask_background)
+    nets[0].load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True))
+
+
+# ----------------------------------------------------------------------------- workflows
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["inference", "train", "evaluate", "multi_gpu_train"])
+def test_workflow_properties(name, case_inputs, tiny_datalist, monkeypatch, bundle_on_path):
+    """``ConfigWorkflow.check_properties``: no required property missing, no optional one misnamed.
+
+    The properties are instantiated (datasets without caching), so each workflow is initialized
+    on the real case first; multi_gpu_train.json in a one-process gloo group.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    if name == "inference":
+        configs, workflow_type, overrides = [INFER], "infer", {"dataset_dir": str(case_inputs)}
+    else:
+        configs = {"train": [TRAIN], "evaluate": [TRAIN, EVALUATE], "multi_gpu_train": [TRAIN, MULTI_GPU]}[name]
+        workflow_type = "train"
+        overrides = {"data_list_file_path": str(tiny_datalist), "dataset_dir": str(SHARED / "brats2018"), "cache_rate": 0.0, "num_workers": 0}
+    if name == "multi_gpu_train":
+        for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+            monkeypatch.setenv(key, value)
+    workflow = ConfigWorkflow(
+        config_file=[str(c) for c in configs],
+        meta_file=str(META),
+        logging_file=False,
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLE),
+        **overrides,
+    )
+    workflow.initialize()
+    try:
+        missing = workflow.check_properties()
+        assert missing == [], f"missing or misnamed properties: {missing}"
+        assert workflow.version == "0.1.0"
+    finally:
+        workflow.finalize()
+
+
+def test_logging_conf_passes_monai_checks():
+    """``monai.bundle run`` applies configs/logging.conf only if MONAI's allow-list accepts it."""
+    from monai.bundle import workflows
+
+    checker = getattr(workflows, "_reject_executable_logging_config", None)
+    if checker is None:
+        pytest.skip("this MONAI has no logging.conf allow-list")
+    assert "StreamHandler" in checker(str(CONFIGS / "logging.conf"))
+
+
+def test_train_defaults_to_the_repo_datalist():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser["bundle_root"] = str(BUNDLE)
+    listed = Path(parser.get_parsed_content("data_list_file_path")).resolve()
+    assert listed == (REPO / "data_lists" / "brats2018.json").resolve()
+    need_case()
+    train_items = parser.get_parsed_content("train_datalist")
+    val_items = parser.get_parsed_content("val_datalist")
+    doc = json.loads(listed.read_text())
+    assert len(train_items) == len(doc["training"]) and len(val_items) == len(doc["validation"])
+    for item in train_items[:1] + val_items[:1]:
+        assert all(Path(p).is_file() for p in item["image"]) and Path(item["label"]).is_file()
+
+
+# ----------------------------------------------------------------------------- real runs
+
+
+@pytest.fixture(scope="session")
+def case_inputs(tmp_path_factory):
+    """A folder of inputs: the case's four files, and the same case as one 4D channel-last NIfTI."""
+    need_case()
+    inputs = tmp_path_factory.mktemp("bundle_inputs")
+    (inputs / CASE_ID).mkdir()
+    for m in MODALITIES:  # file links in a real folder (discovery does not follow folder links)
+        (inputs / CASE_ID / f"{CASE_ID}_{m}.nii.gz").symlink_to(CASE_DIR / f"{CASE_ID}_{m}.nii.gz")
+    imgs = [nib.load(str(CASE_DIR / f"{CASE_ID}_{m}.nii.gz")) for m in MODALITIES]
+    stacked = np.stack([np.asarray(i.dataobj) for i in imgs], axis=-1)  # (X, Y, Z, 4) as NIfTI stores it
+    (inputs / "stacked").mkdir()
+    nib.save(nib.Nifti1Image(stacked, imgs[0].affine, imgs[0].header), str(inputs / "stacked" / f"{STACK_ID}.nii.gz"))
+    return inputs
+
+
+@pytest.fixture(scope="session")
+def bundle_outputs(case_inputs, tmp_path_factory):
+    """``python -m monai.bundle run`` inference on the case folder and on its 4D stack, once."""
+    root = tmp_path_factory.mktemp("bundle_run")
+    out = root / "out"
+    run_bundle(bundle_cmd([INFER], dataset_dir=case_inputs, output_dir=out), cwd=root)
+    return out
+
+
+@pytest.fixture(scope="session")
+def predictor_mask():
+    need_case()
+    from brainseg3d.data.cases import discover
+    from brainseg3d.inference import Predictor
+
+    (case,) = discover(CASE_DIR)
+    return Predictor(precision="fp32").segment_case(case).label
+
+
+def test_bundle_run_writes_uint8_mask_on_the_input_grid(bundle_outputs):
+    ref = nib.load(str(CASE_DIR / f"{CASE_ID}_t1.nii.gz"))
+    out = nib.load(str(bundle_outputs / f"{CASE_ID}.nii.gz"))
+    assert out.get_data_dtype() == np.uint8
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+    values = set(np.unique(np.asarray(out.dataobj)).tolist())
+    assert values <= label_values() and len(values) > 1, values  # some tumour is found
+
+
+def test_bundle_run_equals_predictor(bundle_outputs, predictor_mask):
+    out = np.asarray(nib.load(str(bundle_outputs / f"{CASE_ID}.nii.gz")).dataobj)
+    np.testing.assert_array_equal(out, np.asarray(predictor_mask.dataobj))
+
+
+def test_bundle_run_accepts_a_4d_channel_last_nifti(bundle_outputs):
+    path = bundle_outputs / f"{STACK_ID}.nii.gz"
+    assert path.is_file(), sorted(p.name for p in bundle_outputs.iterdir())
+    out = nib.load(str(path))
+    ref = nib.load(str(bundle_outputs / f"{CASE_ID}.nii.gz"))
+    assert out.get_data_dtype() == np.uint8 and out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out.dataobj), np.asarray(ref.dataobj))
+
+
+@pytest.fixture(scope="session")
+def tiny_datalist(tmp_path_factory):
+    """One real case for training and validation (paths relative to the shared BraTS folder)."""
+    need_case()
+    doc = json.loads((REPO / "data_lists" / "brats2018.json").read_text())
+    (item,) = [i for i in doc["validation"] if i["case"] == CASE_ID]
+    path = tmp_path_factory.mktemp("datalist") / "tiny.json"
+    path.write_text(json.dumps({"training": [item], "validation": [item]}))
+    return path
+
+
+def test_train_json_runs_and_saves_bundle_weights(tiny_datalist, tmp_path):
+    ckpt = tmp_path / "models"
+    cmd = bundle_cmd(
+        [TRAIN],
+        data_list_file_path=tiny_datalist,
+        dataset_dir=SHARED / "brats2018",
+        epochs=1,
+        num_samples=2,
+        batch_size=2,
+        num_workers=0,
+        ckpt_dir=ckpt,
+        output_dir=tmp_path / "eval",
+    )
+    proc = run_bundle(cmd, cwd=tmp_path)
+    assert "val_mean_dice" in proc.stdout + proc.stderr
+    state = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
+    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in shipped.items()}
+
+
+def test_evaluate_json_scores_and_writes_the_inference_mask(tiny_datalist, bundle_outputs, tmp_path):
+    out = tmp_path / "eval"
+    cmd = bundle_cmd([TRAIN, EVALUATE], data_list_file_path=tiny_datalist, dataset_dir=SHARED / "brats2018", num_workers=0, output_dir=out)
+    run_bundle(cmd, cwd=tmp_path)
+    with open(out / "metrics.csv") as f:
+        scores = {row[0]: float(row[1]) for row in csv.reader(f) if row}
+    assert set(scores) == {"val_mean_dice", "val_dice_wt", "val_dice_tc", "val_dice_et"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
+    saved = nib.load(str(out / f"{CASE_ID}.nii.gz"))
+    assert saved.get_data_dtype() == np.uint8
+    inferred = nib.load(str(bundle_outputs / f"{CASE_ID}.nii.gz"))
+    np.testing.assert_allclose(saved.affine, inferred.affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(inferred.dataobj))
