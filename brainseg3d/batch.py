@@ -49,7 +49,7 @@ def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: s
     write_json(pred.report, out_dir / f"{case_id}.json")
     if preview:
         title = f"{case_id}  WT {pred.report['volumes']['whole_tumour_ml']:.1f} ml"
-        write_preview(_flair(case), np.asarray(pred.label.dataobj), out_dir / f"{case_id}.png", title=title, labels_scheme=labels)
+        write_preview(_background(pred), np.asarray(pred.label.dataobj), out_dir / f"{case_id}.png", title=title, labels_scheme=labels)
     save_label_image(pred.label, path)
     return path
 
@@ -86,25 +86,21 @@ def segment_cases(
         else:
             todo.append(c)
 
-    def load(case: Case):
-        t0 = time.perf_counter()
-        return predictor.load(case), time.perf_counter() - t0
 
     bar = tqdm(total=len(todo), desc="segment", unit="case", disable=not progress, file=sys.stderr)
     with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
-        pending_load: Future | None = loader.submit(load, todo[0]) if todo and prefetch else None
+        pending_load: Future | None = loader.submit(predictor.load, todo[0]) if todo and prefetch else None
         writes: list[tuple[str, Future, float]] = []
         for i, case in enumerate(todo):
             t0 = time.perf_counter()
             try:
                 if prefetch:
                     fut = pending_load
-                    pending_load = loader.submit(load, todo[i + 1]) if i + 1 < len(todo) else None
-                    (data, chain, reference), t_load = fut.result()
+                    pending_load = loader.submit(predictor.load, todo[i + 1]) if i + 1 < len(todo) else None
+                    loaded = fut.result()
                 else:
-                    (data, chain, reference), t_load = load(case)
-                pred = predictor.segment_data(data, chain, reference, case.case_id)
-                pred.report["seconds_load"] = round(t_load, 3)
+                    loaded = predictor.load(case)
+                pred = predictor.segment_loaded(loaded)
                 writes.append((case.case_id, writer.submit(_write, pred, case, out_dir, preview, predictor.labels), t0))
             except Exception as e:  # one bad case must not stop the batch
                 msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
@@ -123,13 +119,13 @@ def segment_cases(
     return [results[c.case_id] for c in cases]
 
 
-def _flair(case: Case) -> np.ndarray:
-    """The FLAIR volume on the input grid (background of the preview)."""
+def _background(pred: Prediction) -> np.ndarray:
+    """The preview's grey-scale background: FLAIR (or the registration reference) on the mask grid."""
     import nibabel as nib
 
-    files = case.modality_files()
-    img = nib.load(str(files[-1] if case.image4d is None else files[0]))
-    arr = np.asarray(img.dataobj, dtype=np.float32)
-    if arr.ndim == 4:
-        arr = arr[..., -1] if arr.shape[-1] == 4 else arr[-1]
+    from .data.cases import channel_layout
+
+    arr = np.asarray(nib.load(str(pred.background)).dataobj, dtype=np.float32)
+    if arr.ndim > 3:  # a 4D input: its FLAIR channel
+        arr = arr.reshape(arr.shape[:3] + (-1,))[..., 3] if channel_layout(arr.shape) == "last" else arr[3]
     return arr

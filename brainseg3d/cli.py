@@ -89,17 +89,42 @@ def _export(args) -> int:
     return 0
 
 
+def discover_inputs(path, workdir) -> list:
+    """NIfTI cases under ``path`` plus DICOM cases (``path`` itself, or its sub-folders),
+    converted to NIfTI in ``workdir``. A DICOM case that cannot be converted comes back as a
+    case with its problem set, so that the batch reports it by name."""
+    from .data.cases import Case, CaseError, discover
+    from .data.dicom import dicom_case_to_nifti, is_dicom_case
+
+    path = Path(path)
+    if path.is_dir() and is_dicom_case(path):
+        dicom_dirs, cases = [path], []
+    else:
+        cases = discover(path)
+        dicom_dirs = [d for d in sorted(path.iterdir()) if d.is_dir() and is_dicom_case(d)] if path.is_dir() else []
+    for d in dicom_dirs:
+        try:
+            cases.append(dicom_case_to_nifti(d, Path(workdir) / d.name))
+        except CaseError as e:
+            cases.append(Case(e.case_id, problems=[e.problem]))
+    return sorted(cases, key=lambda c: c.case_id)
+
+
 def _segment(args) -> int:
+    import tempfile
+
     from .batch import segment_cases
-    from .data.cases import discover
     from .inference import Predictor
 
-    cases = discover(args.input)
-    if not cases:
-        print(f"no cases found in {args.input}", file=sys.stderr)
-        return 1
-    predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, min_component=args.min_component)
-    results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview, colour_table=args.colour_table, progress=not args.quiet)
+    with tempfile.TemporaryDirectory(prefix="brainseg3d-dicom-") as workdir:
+        cases = discover_inputs(args.input, workdir)
+        if not cases:
+            print(f"no cases found in {args.input}", file=sys.stderr)
+            return 1
+        predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta,
+                              min_component=args.min_component, register=args.register)
+        results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
+                                colour_table=args.colour_table, progress=not args.quiet)
     for r in results:
         if r.status == "ok":
             print(r.path)
@@ -189,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-torchscript", action="store_true")
     s.set_defaults(func=_export)
 
-    s = sub.add_parser("segment", help="segment one case, a folder of cases, or a 4D NIfTI")
+    s = sub.add_parser("segment", help="segment one case, a folder of cases, a 4D NIfTI, or DICOM series folders")
     s.add_argument("input")
     s.add_argument("output_dir")
     s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped model)")
@@ -198,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", default="brats", choices=["brats", "brats2023"], help="ET written as 4 (brats) or 3 (brats2023)")
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     s.add_argument("--min-component", type=int, default=0, help="drop tumour components smaller than N voxels")
+    s.add_argument("--register", default="auto", choices=["auto", "always", "never"],
+                   help="rigidly register the modalities to T1c (SimpleITK) when they are on different grids (auto)")
     s.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")

@@ -22,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -70,12 +72,27 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
 
 
 @dataclasses.dataclass
+class LoadedCase:
+    """A case read and preprocessed, ready for the network (see :meth:`Predictor.load`)."""
+
+    case_id: str
+    data: dict
+    chain: object
+    reference: nib.Nifti1Image  # header image of the grid the mask is written on
+    registration: object | None = None  # RegisteredCase when the modalities were registered
+    workdir: str | None = None
+    seconds: float = 0.0
+    files: list | None = None
+
+
+@dataclasses.dataclass
 class Prediction:
     """A segmented case: the label image on the input's grid and its report."""
 
     label: nib.Nifti1Image
     report: dict
-    image: torch.Tensor | None = None  # preprocessed input, kept only on request
+    image: torch.Tensor | None = None  # the preprocessed input
+    background: Path | None = None  # a modality file on the mask's grid (for previews)
 
 
 class Predictor:
@@ -90,6 +107,9 @@ class Predictor:
         min_component: remove connected tumour components smaller than this many voxels
             (0 = off).
         threads: torch CPU threads (``None`` leaves torch's default).
+        register: ``auto`` registers the modalities (SimpleITK, rigid, mutual information) when
+            they are on different grids, ``always`` registers every four-file case, ``never``
+            reports different grids as an error.
     """
 
     def __init__(
@@ -101,7 +121,11 @@ class Predictor:
         tta: bool = False,
         min_component: int = 0,
         threads: int | None = None,
+        register: str = "auto",
     ):
+        if register not in ("auto", "always", "never"):
+            raise ValueError(f"register must be auto, always or never, got {register!r}")
+        self.register = register
         if threads:
             torch.set_num_threads(int(threads))
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
@@ -191,9 +215,28 @@ class Predictor:
         }
         return Prediction(out, report, image)
 
-    def load(self, case: Case) -> tuple[dict, object, nib.Nifti1Image]:
-        """Read and preprocess a case; return ``(data, chain, reference header image)``."""
+    def load(self, case: Case) -> LoadedCase:
+        """Read and preprocess a case (registering its modalities first when needed).
+
+        Raises:
+            CaseError: naming the case and the problem (missing modality, unreadable file,
+                different grids with ``register="never"``, NaN values, ...).
+        """
+        t0 = time.perf_counter()
         info = inspect_case(case)
+        reg, workdir = None, None
+        grids_differ = info.problem is not None and info.problem.startswith("modalities on different grids")
+        if case.image4d is None and ((grids_differ and self.register == "auto") or (self.register == "always" and not case.problems)):
+            from .registration import register_case
+
+            workdir = tempfile.mkdtemp(prefix=f"brainseg3d-{case.case_id}-")
+            try:
+                reg = register_case(case, workdir)
+            except Exception:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            logger.info("%s: registered to %s: %s", case.case_id, reg.reference, reg.report.get("summary", ""))
+            case, info = reg.case, inspect_case(reg.case)
         if not info.ok:
             raise CaseError(case.case_id, info.problem)
         files = case.modality_files()
@@ -214,15 +257,49 @@ class Predictor:
             raise CaseError(case.case_id, f"expected 4 modality channels, got {img.shape[0]}")
         if not torch.isfinite(img).all():
             raise CaseError(case.case_id, "image holds NaN or infinite values")
-        return data, chain, reference
+        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files)
+
+    def segment_loaded(self, loaded: LoadedCase) -> Prediction:
+        """Segment a :class:`LoadedCase`; the mask goes on the input grid (for a registered
+        case: the reference modality's original grid)."""
+        try:
+            pred = self.segment_data(loaded.data, loaded.chain, loaded.reference, loaded.case_id)
+            pred.report["seconds_load"] = round(loaded.seconds, 3)
+            if loaded.registration is not None:
+                from .registration import resample_to_reference
+
+                reg = loaded.registration
+                on_iso = Path(loaded.workdir) / "mask_iso.nii.gz"
+                nib.save(pred.label, str(on_iso))
+                out = resample_to_reference(on_iso, reg.reference_path, Path(loaded.workdir) / "mask_ref.nii.gz")
+                img = nib.load(str(out))
+                pred.label = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.uint8), img.affine, img.header)
+                voxel_ml = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
+                pred.report.update(
+                    shape=list(img.shape),
+                    voxel_ml=voxel_ml,
+                    volumes=label_volumes_ml(np.asarray(pred.label.dataobj), voxel_ml, self.et_label),
+                    registration=reg.report,
+                    output_grid=f"reference modality {reg.reference} ({Path(reg.reference_path).name})",
+                )
+                pred.background = Path(reg.reference_path)
+            elif loaded.files:
+                pred.background = Path(loaded.files[-1])  # FLAIR, or the 4D file
+            stripped = _looks_skull_stripped(loaded.data["image"])
+            pred.report["skull_stripped"] = stripped
+            if not stripped:
+                msg = "input does not look skull-stripped; the model was trained on skull-stripped BraTS images"
+                pred.report.setdefault("warnings", []).append(msg)
+                logger.warning("%s: %s", loaded.case_id, msg)
+            return pred
+        finally:
+            if loaded.workdir:
+                shutil.rmtree(loaded.workdir, ignore_errors=True)
 
     def segment_case(self, case: Case) -> Prediction:
         """Segment a discovered case; the label image has the input's exact shape and affine."""
         t0 = time.perf_counter()
-        data, chain, reference = self.load(case)
-        t_load = time.perf_counter() - t0
-        pred = self.segment_data(data, chain, reference, case.case_id)
-        pred.report["seconds_load"] = round(t_load, 3)
+        pred = self.segment_loaded(self.load(case))
         pred.report["seconds"] = round(time.perf_counter() - t0, 3)
         return pred
 
@@ -254,6 +331,13 @@ class Predictor:
         data = chain({"image": mt})
         reference = nib.Nifti1Image(np.zeros(arr.shape[1:], np.uint8), affine)
         return self.segment_data(data, chain, reference, case_id)
+
+
+def _looks_skull_stripped(image: torch.Tensor, max_fill: float = 0.9) -> bool:
+    """Skull-stripped BraTS brains fill ~50-70 % of their bounding box (exact zeros outside);
+    a raw scan's noise and skull fill nearly all of it."""
+    fill = float((image != 0).any(0).float().mean())
+    return fill < max_fill
 
 
 def _root_cause(e: BaseException) -> str:
