@@ -4,7 +4,7 @@ Paths and tables go to stdout; logs and progress bars go to stderr. Exit status 
 everything asked for succeeded.
 
 Subcommands: ``cases``, ``datalist``, ``train``, ``export``, ``segment``, ``evaluate``,
-``demo``.
+``bench``, ``demo``.
 """
 
 from __future__ import annotations
@@ -154,6 +154,21 @@ def _evaluate(args) -> int:
     return 1 if summary["errors"] or not summary["cases"] else 0
 
 
+def _bench(args) -> int:
+    from .bench import format_table, run_benchmark
+
+    pipelines = args.pipelines.split(",")
+    report = run_benchmark(args.cases_dir, n=args.n, device=args.device, pipelines=pipelines, bundle=args.bundle, threads=args.threads)
+    print(format_table(report))
+    print(f"machine: {report['machine']}; cases: {', '.join(report['cases'][1:])} (warm-up {report['warmup_case']})")
+    if args.out:
+        from .io import write_json
+
+        write_json(report, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def _demo(args) -> int:
     """Segment the sample case shipped in the repo and score it against its ground truth."""
     from .batch import segment_cases
@@ -236,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("gt_root")
     s.add_argument("--out", default=None, help="CSV per case (+ JSON summary beside it)")
     s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("bench", help="time the whole pipeline per case against the MONAI model-zoo BraTS recipe")
+    s.add_argument("cases_dir")
+    s.add_argument("--n", type=int, default=5, help="timed cases (after one warm-up case)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--pipelines", default="reference,ours-fp32,ours-bf16", help="comma list: reference, ours-fp32, ours-bf16, ours-bf16+tta, ...")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--bundle", default=None)
+    s.add_argument("--out", default=None, help="JSON report")
+    s.set_defaults(func=_bench)
 
     s = sub.add_parser("demo", help="segment the bundled sample case and print its Dice")
     s.add_argument("--sample", default=str(Path(__file__).resolve().parents[1] / "sample_data"))

@@ -192,6 +192,7 @@ def main(argv=None) -> int:
             same = np.array_equal(np.asarray(reference.dataobj), arr)
             diff = int((np.asarray(reference.dataobj) != arr).sum()) if reference.shape == arr.shape else -1
             check(same, f"MONAI Label mask == monai.bundle run mask (voxels differing: {diff})")
+        Path(label_path).unlink(missing_ok=True)  # MONAI Label writes results to temporary files
 
     if failures:
         print(f"FAILED: {len(failures)} check(s): " + "; ".join(failures))

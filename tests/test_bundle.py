@@ -158,8 +158,9 @@ def test_channel_def_keys_are_the_values_the_bundle_writes(bundle_on_path):
     parser = ConfigParser()
     parser.read_config(str(INFER))
     et_label = parser.get_parsed_content("et_label")
-    post = parser.get_parsed_content("postprocessing#transforms#2", instantiate=True)  # RegionsToLabelsd
-    assert type(post).__name__ == "RegionsToLabelsd"
+    targets = [t["_target_"] for t in parser["postprocessing"]["transforms"]]
+    (index,) = [i for i, t in enumerate(targets) if t.endswith("RegionsToLabelsd")]
+    post = parser.get_parsed_content(f"postprocessing#transforms#{index}", instantiate=True)
     bits = torch.tensor([[(i >> r) & 1 for i in range(8)] for r in range(3)], dtype=torch.float32)
     written = set(post({"pred": bits[:, :, None, None]})["pred"].unique().tolist())
     assert written == label_values() == {0, 1, 2, et_label}
@@ -362,6 +363,7 @@ def predictor_mask():
     return Predictor(precision="fp32").segment_case(case).label
 
 
+@pytest.mark.slow
 def test_bundle_run_writes_uint8_mask_on_the_input_grid(bundle_outputs):
     ref = nib.load(str(CASE_DIR / f"{CASE_ID}_t1.nii.gz"))
     out = nib.load(str(bundle_outputs / f"{CASE_ID}.nii.gz"))
@@ -372,11 +374,13 @@ def test_bundle_run_writes_uint8_mask_on_the_input_grid(bundle_outputs):
     assert values <= label_values() and len(values) > 1, values  # some tumour is found
 
 
+@pytest.mark.slow
 def test_bundle_run_equals_predictor(bundle_outputs, predictor_mask):
     out = np.asarray(nib.load(str(bundle_outputs / f"{CASE_ID}.nii.gz")).dataobj)
     np.testing.assert_array_equal(out, np.asarray(predictor_mask.dataobj))
 
 
+@pytest.mark.slow
 def test_bundle_run_accepts_a_4d_channel_last_nifti(bundle_outputs):
     path = bundle_outputs / f"{STACK_ID}.nii.gz"
     assert path.is_file(), sorted(p.name for p in bundle_outputs.iterdir())
@@ -398,6 +402,7 @@ def tiny_datalist(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_train_json_runs_and_saves_bundle_weights(tiny_datalist, tmp_path):
     ckpt = tmp_path / "models"
     cmd = bundle_cmd(
@@ -418,6 +423,7 @@ def test_train_json_runs_and_saves_bundle_weights(tiny_datalist, tmp_path):
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in shipped.items()}
 
 
+@pytest.mark.slow
 def test_evaluate_json_scores_and_writes_the_inference_mask(tiny_datalist, bundle_outputs, tmp_path):
     out = tmp_path / "eval"
     cmd = bundle_cmd([TRAIN, EVALUATE], data_list_file_path=tiny_datalist, dataset_dir=SHARED / "brats2018", num_workers=0, output_dir=out)

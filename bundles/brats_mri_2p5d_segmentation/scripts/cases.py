@@ -204,7 +204,7 @@ def _group_files(files: Iterable[Path]) -> list[Case]:
 
 def _cases_in_dir(folder: Path) -> list[Case]:
     cases: list[Case] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames.sort()
         cases += _group_files(Path(dirpath) / n for n in sorted(filenames))
     return cases
