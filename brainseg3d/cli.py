@@ -4,7 +4,7 @@ Paths and tables go to stdout; logs and progress bars go to stderr. Exit status 
 everything asked for succeeded.
 
 Subcommands: ``cases``, ``datalist``, ``train``, ``export``, ``segment``, ``evaluate``,
-``bench``, ``demo``.
+``score``, ``compare``, ``bench``, ``demo``.
 """
 
 from __future__ import annotations
@@ -154,6 +154,27 @@ def _evaluate(args) -> int:
     return 1 if summary["errors"] or not summary["cases"] else 0
 
 
+def _compare(args) -> int:
+    from .compare import compare
+
+    rows = compare(args.configs, minutes=args.minutes, out_dir=args.output, report=args.out, dataset_dir=args.dataset_dir)
+    if args.out:
+        print(Path(args.out).read_text())
+    return 0 if rows else 1
+
+
+def _score(args) -> int:
+    from .compare import evaluate_run
+
+    res = evaluate_run(args.run_dir, args.split, bf16=args.bf16)
+    print(json.dumps(res, indent=2))
+    if args.out:
+        from .io import write_json
+
+        write_json(res, args.out)
+    return 0
+
+
 def _bench(args) -> int:
     from .bench import format_table, run_benchmark
 
@@ -251,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("gt_root")
     s.add_argument("--out", default=None, help="CSV per case (+ JSON summary beside it)")
     s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("compare", help="train configs under one time budget and score them on the test split")
+    s.add_argument("configs", nargs="+")
+    s.add_argument("--minutes", type=float, default=8.0)
+    s.add_argument("--output", default="runs/compare")
+    s.add_argument("--out", default=None, help="Markdown table")
+    s.add_argument("--dataset-dir", default=None)
+    s.set_defaults(func=_compare)
+
+    s = sub.add_parser("score", help="per-volume Dice / HD95 of a training run's best model on a datalist split")
+    s.add_argument("run_dir")
+    s.add_argument("--split", default="validation", choices=["training", "validation", "testing"])
+    s.add_argument("--bf16", action="store_true")
+    s.add_argument("--out", default=None)
+    s.set_defaults(func=_score)
 
     s = sub.add_parser("bench", help="time the whole pipeline per case against the MONAI model-zoo BraTS recipe")
     s.add_argument("cases_dir")

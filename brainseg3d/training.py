@@ -223,6 +223,7 @@ def train(
     name = parser.get("name", Path(config).stem)
     out_dir = Path(output or Path("runs") / name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))  # the config as run
     seed = int(parser.get("seed", 0))
     set_determinism(seed)
     dev = resolve_device(device)
@@ -296,15 +297,18 @@ def train(
     val_interval = int(train_cfg.get("val_interval", 1))
     ValidationHandler(interval=val_interval, validator=evaluator).attach(trainer)
     budget = train_cfg.get("max_minutes")
+    cpu_budget = train_cfg.get("max_cpu_minutes")
+    cpu_start = time.process_time()
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _stop_on_budget_or_end(engine):
         last = engine.state.epoch == engine.state.max_epochs
         over = budget is not None and (time.time() - start) / 60 > float(budget)
+        over = over or (cpu_budget is not None and (time.process_time() - cpu_start) / 60 > float(cpu_budget))
         if (last or over) and engine.state.epoch % val_interval != 0:
             evaluator.run(engine.state.epoch)  # always score the final weights
         if over:
-            logger.info("time budget of %s min reached at epoch %d", budget, engine.state.epoch)
+            logger.info("time budget reached at epoch %d", engine.state.epoch)
             engine.terminate()
 
     log = MetricsLog(out_dir, evaluator, opt, start)
@@ -327,6 +331,7 @@ def train(
         "epochs": trainer.state.epoch,
         "iterations": trainer.state.iteration,
         "train_minutes": round(minutes, 2),
+        "train_cpu_minutes": round((time.process_time() - cpu_start) / 60, 2),
         "best_epoch": best["epoch"] if best else None,
         "best_val_dice": {r: best[f"val_dice_{r}"] for r in REGIONS} | {"mean": best["val_mean_dice"]} if best else None,
         "validation_cases": [it["case"] for it in va_items],
@@ -337,5 +342,4 @@ def train(
         "params": sum(p.numel() for p in net.parameters()),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))
     return summary
