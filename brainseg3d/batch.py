@@ -24,7 +24,7 @@ from .data.cases import Case, CaseError
 from .inference import Prediction, Predictor
 from .io import save_label_image, write_colour_table, write_json, write_preview
 
-__all__ = ["CaseResult", "segment_cases", "output_path"]
+__all__ = ["CaseResult", "segment_cases", "output_path", "write_summary", "merge_summaries"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +129,44 @@ def _background(pred: Prediction) -> np.ndarray:
     if arr.ndim > 3:  # a 4D input: its FLAIR channel
         arr = arr.reshape(arr.shape[:3] + (-1,))[..., 3] if channel_layout(arr.shape) == "last" else arr[3]
     return arr
+
+
+def write_summary(results: Sequence[CaseResult], out_dir: str | os.PathLike, shard: tuple[int, int] | None = None) -> Path:
+    """``summary.json`` (or ``summary.shard-I-of-N.json`` for one shard) listing every case's result."""
+    name = f"summary.shard-{shard[0]}-of-{shard[1]}.json" if shard else "summary.json"
+    doc = {
+        "shard": list(shard) if shard else None,
+        "cases": [dataclasses.asdict(r) for r in results],
+        **{k: sum(r.status == k for r in results) for k in ("ok", "skipped", "failed")},
+    }
+    return write_json(doc, Path(out_dir) / name)
+
+
+def merge_summaries(out_dir: str | os.PathLike) -> dict:
+    """Merge ``summary.shard-*-of-N.json`` into one ``summary.json``.
+
+    Raises:
+        ValueError: shards are missing, or two shards claim one case.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    parts = sorted(out_dir.glob("summary.shard-*-of-*.json"))
+    if not parts:
+        raise ValueError(f"{out_dir}: no shard summaries (summary.shard-I-of-N.json)")
+    docs = [json.loads(p.read_text()) for p in parts]
+    n = {d["shard"][1] for d in docs}
+    got = sorted(d["shard"][0] for d in docs)
+    if len(n) != 1 or got != list(range(n.pop())):
+        raise ValueError(f"{out_dir}: incomplete or mixed shards {got}")
+    cases = [c for d in docs for c in d["cases"]]
+    ids = [c["case_id"] for c in cases]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{out_dir}: a case appears in two shards")
+    merged = {
+        "shards": len(docs),
+        "cases": sorted(cases, key=lambda c: c["case_id"]),
+        **{k: sum(c["status"] == k for c in cases) for k in ("ok", "skipped", "failed")},
+    }
+    write_json(merged, out_dir / "summary.json")
+    return merged

@@ -91,7 +91,8 @@ class SliceWise25D(nn.Module):
         self.k = int(k)
         self.slice_batch = int(slice_batch)
         self.divisible = int(divisible)
-        self.bf16 = bool(bf16)
+        # "false" / "true" strings arrive from `monai.bundle run --bf16 false`
+        self.bf16 = bf16.strip().lower() in ("1", "true", "yes") if isinstance(bf16, str) else bool(bf16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bf16 and not torch.jit.is_scripting():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def _train(args) -> int:
         max_val_cases=args.max_val_cases,
         progress=not args.quiet,
     )
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -110,6 +112,27 @@ def discover_inputs(path, workdir) -> list:
     return sorted(cases, key=lambda c: c.case_id)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n); without it, under ``torchrun`` the rank and world size."""
+    if text:
+        i, _, n = text.partition("/")
+        i, n = int(i), int(n)
+        if not 0 <= i < n:
+            raise ValueError(f"--shard {text}: need 0 <= i < n")
+        return i, n
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+def _merge(args) -> int:
+    from .batch import merge_summaries
+
+    summary = merge_summaries(args.output_dir)
+    print(Path(args.output_dir) / "summary.json")
+    print(f"{summary['ok']} ok, {summary['skipped']} skipped, {summary['failed']} failed over {summary['shards']} shard(s)", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
 def _segment(args) -> int:
     import tempfile
 
@@ -121,10 +144,16 @@ def _segment(args) -> int:
         if not cases:
             print(f"no cases found in {args.input}", file=sys.stderr)
             return 1
+        shard = parse_shard(args.shard)
+        if shard:
+            cases = cases[shard[0] :: shard[1]]
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta,
                               min_component=args.min_component, register=args.register)
         results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
                                 colour_table=args.colour_table, progress=not args.quiet)
+    from .batch import write_summary
+
+    write_summary(results, args.output_dir, shard)
     for r in results:
         if r.status == "ok":
             print(r.path)
@@ -262,10 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--register", default="auto", choices=["auto", "always", "never"],
                    help="rigidly register the modalities to T1c (SimpleITK) when they are on different grids (auto)")
     s.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    s.add_argument("--shard", default=None, metavar="I/N", help="segment only cases I, I+N, ... (0-based; under torchrun: the rank)")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_segment)
+
+    s = sub.add_parser("merge", help="merge the per-shard summaries of a sharded segment run into summary.json")
+    s.add_argument("output_dir")
+    s.set_defaults(func=_merge)
 
     s = sub.add_parser("evaluate", help="Dice and HD95 per case on WT / TC / ET")
     s.add_argument("pred_dir")

@@ -191,6 +191,20 @@ def _region_output(i: int):
     return transform
 
 
+def _init_distributed(dev: torch.device) -> tuple[bool, int, torch.device]:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, 0, dev
+    import torch.distributed as dist
+
+    if dev.type == "cuda":
+        dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return True, dist.get_rank(), dev
+
+
 def train(
     config: str | os.PathLike,
     output: str | os.PathLike | None = None,
@@ -204,6 +218,10 @@ def train(
     progress: bool = True,
 ) -> dict:
     """Train the model a config describes; return a summary (best Dice, paths, minutes).
+
+    Under ``torchrun --nproc_per_node N`` it trains with DistributedDataParallel: a
+    :class:`monai.data.DistributedSampler` splits the slices (and validation volumes) across
+    ranks, metrics are gathered across ranks, and rank 0 alone writes checkpoints and logs.
 
     Args:
         config: experiment YAML (see ``configs/``).
@@ -222,11 +240,14 @@ def train(
     parser = load_config(config, ov)
     name = parser.get("name", Path(config).stem)
     out_dir = Path(output or Path("runs") / name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))  # the config as run
+    distributed, rank, dev = _init_distributed(resolve_device(device))
+    main_rank = rank == 0
+    progress = progress and main_rank
+    if main_rank:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))  # the config as run
     seed = int(parser.get("seed", 0))
     set_determinism(seed)
-    dev = resolve_device(device)
     mode, k = parser.get("mode", "2.5d"), int(parser.get("k", 0))
     data_cfg = parser.get_parsed_content("data")
     train_cfg = parser.get_parsed_content("train")
@@ -246,9 +267,16 @@ def train(
     else:
         tr_ds = Dataset([{"image": i, "label": y} for i, y in zip(tr_cache.images, tr_cache.labels)], transform=aug)
     gen = torch.Generator().manual_seed(seed)
-    tr_loader = DataLoader(tr_ds, batch_size=int(train_cfg["batch_size"]), shuffle=True, num_workers=0, generator=gen, drop_last=len(tr_ds) > int(train_cfg["batch_size"]))
     va_ds = Dataset([{"image": i, "label": y} for i, y in zip(va_cache.images, va_cache.labels)])
-    va_loader = DataLoader(va_ds, batch_size=1, num_workers=0)
+    tr_sampler = va_sampler = None
+    if distributed:
+        from monai.data import DistributedSampler
+
+        tr_sampler = DistributedSampler(tr_ds, shuffle=True, seed=seed)
+        va_sampler = DistributedSampler(va_ds, shuffle=False, even_divisible=False)
+    batch = int(train_cfg["batch_size"])
+    tr_loader = DataLoader(tr_ds, batch_size=batch, shuffle=tr_sampler is None, sampler=tr_sampler, num_workers=0, generator=gen, drop_last=len(tr_ds) > batch)
+    va_loader = DataLoader(va_ds, batch_size=1, num_workers=0, sampler=va_sampler)
 
     # network, loss, optimizer
     net = parser.get_parsed_content("network").to(dev)
@@ -279,21 +307,29 @@ def train(
         additional_metrics={f"val_dice_{r}": MeanDice(output_transform=_region_output(i)) for i, r in enumerate(REGIONS)},
         val_handlers=[
             CheckpointSaver(str(out_dir), {"network": net}, save_key_metric=True, key_metric_filename="best_model.pt"),
-        ],
+        ] if main_rank else None,
     )
+    train_net = Autocast(net, enabled=bf16)
+    if distributed:
+        train_net = torch.nn.parallel.DistributedDataParallel(train_net, device_ids=[dev] if dev.type == "cuda" else None)
     trainer = SupervisedTrainer(
         device=dev,
         max_epochs=n_epochs,
         epoch_length=epoch_length,
         train_data_loader=tr_loader,
-        network=Autocast(net, enabled=bf16),
+        network=train_net,
         optimizer=opt,
         loss_function=loss,
         inferer=SimpleInferer(),
         train_handlers=[LrScheduleHandler(sched, print_lr=False)],
     )
-    if mode == "2.5d":
-        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: tr_ds.resample(e.state.epoch))
+    @trainer.on(Events.EPOCH_STARTED)
+    def _new_epoch(engine):
+        if mode == "2.5d":
+            tr_ds.resample(engine.state.epoch)  # same draw on every rank (seeded by epoch)
+        if tr_sampler is not None:
+            tr_sampler.set_epoch(engine.state.epoch)
+
     val_interval = int(train_cfg.get("val_interval", 1))
     ValidationHandler(interval=val_interval, validator=evaluator).attach(trainer)
     budget = train_cfg.get("max_minutes")
@@ -312,9 +348,10 @@ def train(
             engine.terminate()
 
     log = MetricsLog(out_dir, evaluator, opt, start)
-    log.attach(trainer)
     ckpt = {"network": net, "optimizer": opt, "lr_scheduler": sched, "trainer": trainer}
-    CheckpointSaver(str(out_dir), ckpt, save_interval=1, n_saved=1, final_filename="checkpoint.pt", save_final=True, epoch_level=True, file_prefix="epoch").attach(trainer)
+    if main_rank:
+        log.attach(trainer)
+        CheckpointSaver(str(out_dir), ckpt, save_interval=1, n_saved=1, final_filename="checkpoint.pt", save_final=True, epoch_level=True, file_prefix="epoch").attach(trainer)
     if resume:
         CheckpointLoader(str(resume), ckpt, map_location=dev).attach(trainer)
     if progress:
@@ -341,5 +378,12 @@ def train(
         "best_model": str(out_dir / "best_model.pt"),
         "params": sum(p.numel() for p in net.parameters()),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+    if main_rank:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return summary

@@ -58,7 +58,9 @@ def test_bad_inputs_named_and_batch_goes_on(bad_batch, tmp_path, capsys):
     assert "FAILED Grid_001: modalities on different grids" in err
     assert "FAILED Nan_001: image holds NaN" in err
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["Good_001.json", "Good_001.nii.gz"]
+    assert names == ["Good_001.json", "Good_001.nii.gz", "summary.json"]
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["ok"] == 1 and summary["failed"] == 4
     assert nib.load(str(out / "Good_001.nii.gz")).get_data_dtype() == np.uint8
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -1,0 +1,447 @@
+"""Pure helpers of the web demo (no Streamlit import): upload checks, overlay rendering, tables.
+
+Everything here works on plain Python / NumPy / nibabel objects so that it is unit-tested
+without a browser or a Streamlit server (``tests/test_app.py``).
+
+Display convention: volumes are put in the closest RAS orientation (``nib.as_closest_canonical``)
+and every view is drawn with ``np.rot90`` as :func:`brainseg3d.io.write_preview` does:
+superior / anterior up, the patient's left on the image's left (neurological convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+
+from ..data.cases import MODALITIES, Case, channel_layout, inspect_case, split_name
+from ..io import LABEL_COLOURS, LABEL_NAMES, save_label_image, write_colour_table
+
+__all__ = [
+    "DISCLAIMER",
+    "MAX_UPLOAD_MB",
+    "FP_COLOUR",
+    "FN_COLOUR",
+    "VIEWS",
+    "UploadPlan",
+    "classify_uploads",
+    "write_uploads",
+    "case_problem",
+    "case_key",
+    "find_bundles",
+    "display_modalities",
+    "display_labels",
+    "to_uint8",
+    "slice_view",
+    "render_overlay",
+    "default_slices",
+    "legend_items",
+    "legend_html",
+    "volume_rows",
+    "score_rows",
+    "error_counts",
+    "mask_bytes",
+    "colour_table_bytes",
+    "report_bytes",
+]
+
+DISCLAIMER = "Research use only. Not a medical device."
+#: cap on one upload (all files together), in MB; also Streamlit's per-file server.maxUploadSize
+MAX_UPLOAD_MB = 200
+#: whole-tumour error overlay: false positives (predicted, not in the ground truth) and false negatives
+FP_COLOUR = (255, 0, 255)
+FN_COLOUR = (0, 140, 255)
+#: view name -> the RAS axis it slices
+VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
+#: how each modality may be named (BraTS 2018-2021 / 2023+), for messages
+MODALITY_HINTS = {"t1": "_t1 or -t1n", "t1ce": "_t1ce or -t1c", "t2": "_t2 or -t2w", "flair": "_flair or -t2f"}
+MODALITY_TITLES = {"t1": "T1", "t1ce": "T1c", "t2": "T2", "flair": "FLAIR"}
+REGION_TITLES = {
+    "necrotic_core_ml": "necrotic tumour core (label 1)",
+    "edema_ml": "peritumoral edema (label 2)",
+    "enhancing_tumour_ml": "enhancing tumour (ET)",
+    "tumour_core_ml": "tumour core (TC = 1 + ET)",
+    "whole_tumour_ml": "whole tumour (WT = 1 + 2 + ET)",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# uploads
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class UploadPlan:
+    """What a set of uploaded file names makes: a case, or the reasons it does not."""
+
+    case_id: str | None = None
+    images: dict[str, str] = dataclasses.field(default_factory=dict)  # modality -> file name
+    image4d: str | None = None
+    label: str | None = None
+    errors: list[str] = dataclasses.field(default_factory=list)
+    total_mb: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def files(self) -> list[str]:
+        """The file names the case uses (images first, then the label)."""
+        names = [self.images[m] for m in MODALITIES if m in self.images]
+        names += [self.image4d] if self.image4d else []
+        names += [self.label] if self.label else []
+        return names
+
+
+def _base(name: str) -> str:
+    """The bare file name (browsers send one; anything with folders in it is cut to its last part)."""
+    return Path(str(name).replace("\\", "/")).name
+
+
+def classify_uploads(files: Sequence[tuple[str, int]], max_total_mb: float = MAX_UPLOAD_MB) -> UploadPlan:
+    """Sort uploaded files into a case by their BraTS names (:func:`split_name`).
+
+    Args:
+        files: ``(file name, size in bytes)`` of each upload.
+        max_total_mb: cap on all files together.
+
+    Returns:
+        An :class:`UploadPlan`; ``plan.errors`` holds one clear message per problem (not NIfTI,
+        missing or doubled modality, files of two cases, a 4D file mixed with modality files,
+        too large).
+    """
+    plan = UploadPlan()
+    files = list(dict.fromkeys((_base(n), int(s)) for n, s in files))  # the same file dropped twice counts once
+    if not files:
+        plan.errors.append("No files uploaded: upload the four MRI modalities (T1, T1c, T2, FLAIR) of one case, or one 4D NIfTI.")
+        return plan
+    total = sum(int(s) for _, s in files)
+    plan.total_mb = total / 1e6
+    if total > max_total_mb * 1e6:
+        plan.errors.append(f"Upload too large: {total / 1e6:.0f} MB in all, over the {max_total_mb:g} MB limit.")
+    roles: dict[str, list[tuple[str, str]]] = {}
+    singles: list[str] = []
+    labels: list[tuple[str, str]] = []
+    for name, size in files:
+        name = _base(name)
+        parsed = split_name(name)
+        if parsed is None:
+            plan.errors.append(f"{name} is not a NIfTI file: expected .nii or .nii.gz files (BraTS names such as CASE_t1.nii.gz).")
+            continue
+        if int(size) == 0:
+            plan.errors.append(f"{name} is empty (0 bytes).")
+            continue
+        case_id, role = parsed
+        if role is None:
+            singles.append(name)
+        elif role == "label":
+            labels.append((case_id, name))
+        else:
+            roles.setdefault(role, []).append((case_id, name))
+    for role, items in roles.items():
+        if len(items) > 1:
+            names = sorted(n for _, n in items)
+            what = f"{names[0]} twice, with different contents" if len(set(names)) == 1 else ", ".join(names)
+            plan.errors.append(f"Two files for modality {MODALITY_TITLES[role]}: {what}; upload one case at a time.")
+    if len(labels) > 1:
+        names = sorted(n for _, n in labels)
+        what = f"{names[0]} twice, with different contents" if len(set(names)) == 1 else ", ".join(names)
+        plan.errors.append(f"Two ground-truth files: {what}; upload at most one.")
+    if singles and roles:
+        plan.errors.append(
+            f"{', '.join(singles)} has no modality suffix ({', '.join(MODALITY_HINTS.values())}): "
+            "upload either the four modality files or one 4D NIfTI, not both."
+        )
+    elif len(singles) > 1:
+        plan.errors.append(
+            f"{len(singles)} files without a modality suffix ({', '.join(sorted(singles))}): name each "
+            f"with its modality ({', '.join(f'{m}: {h}' for m, h in MODALITY_HINTS.items())}), or upload one 4D NIfTI."
+        )
+    elif singles:
+        plan.image4d = singles[0]
+        plan.case_id = split_name(singles[0])[0]
+    elif roles or labels:
+        missing = [m for m in MODALITIES if m not in roles]
+        if missing:
+            plan.errors.append(
+                "Missing modality "
+                + ", ".join(f"{MODALITY_TITLES[m]} (a file named CASE{MODALITY_HINTS[m].split(' or ')[0]}.nii.gz or CASE{MODALITY_HINTS[m].split(' or ')[1]}.nii.gz)" for m in missing)
+                + ": all four of T1, T1c, T2 and FLAIR are needed."
+            )
+    if roles:
+        ids = sorted({cid for items in roles.values() for cid, _ in items})
+        if len(ids) > 1:
+            plan.errors.append(f"Files of more than one case ({', '.join(ids)}): upload one case at a time.")
+        plan.case_id = ids[0]
+        plan.images = {r: items[0][1] for r, items in roles.items()}
+    if labels:
+        plan.label = labels[0][1]
+        if plan.case_id is not None and labels[0][0] != plan.case_id:
+            plan.errors.append(f"The ground truth {labels[0][1]} names case {labels[0][0]}, the images case {plan.case_id}.")
+    return plan
+
+
+def write_uploads(files: Mapping[str, bytes], plan: UploadPlan, folder: str | os.PathLike) -> Case:
+    """Write the planned uploads into ``folder`` (the session's temporary folder) and make a Case.
+
+    Only the bare file names the plan accepted are written, so nothing lands outside ``folder``.
+    """
+    if not plan.ok:
+        raise ValueError("; ".join(plan.errors))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {_base(k): v for k, v in files.items()}
+    paths: dict[str, Path] = {}
+    for name in plan.files():
+        path = (folder / name).resolve()
+        if path.parent != folder.resolve():
+            raise ValueError(f"refusing to write {name!r} outside the upload folder")
+        if not path.exists() or path.stat().st_size != len(data[name]):
+            path.write_bytes(data[name])
+        paths[name] = path
+    case = Case(plan.case_id or "case")
+    if plan.image4d:
+        case.image4d = paths[plan.image4d]
+    else:
+        case.images = {m: paths[n] for m, n in plan.images.items()}
+    if plan.label:
+        case.label = paths[plan.label]
+    return case
+
+
+def case_problem(case: Case) -> str | None:
+    """A clear message when the case cannot be segmented as uploaded (``inspect_case``), else None."""
+    info = inspect_case(case)
+    if info.ok:
+        return None
+    p = info.problem
+    if p.startswith("modalities on different grids"):
+        return (
+            f"The files are not on one voxel grid: {p[len('modalities on different grids'):].strip(' ()')}. "
+            "The four modalities (and the ground truth) must be co-registered, with the same shape and affine; "
+            "`brainseg3d segment --register auto` registers raw scans on the command line."
+        )
+    if p.startswith("unreadable file"):
+        return f"Cannot read {p[len('unreadable file '):]} (is it really a NIfTI file?)"
+    return f"Cannot use this case: {p}"
+
+
+def case_key(parts: Iterable[tuple[str, bytes]]) -> str:
+    """A stable hash of ``(role, content)`` pairs (the file names do not matter)."""
+    h = hashlib.sha256()
+    for role, data in sorted(parts, key=lambda p: p[0]):
+        h.update(role.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()[:20]
+
+
+def find_bundles(root: str | os.PathLike, extra: str | None = None) -> list[Path]:
+    """Bundle folders (``configs/inference.json`` + ``models/model.pt``): those under ``root``,
+    then the folders listed in ``extra`` (``os.pathsep``-separated, e.g. ``$BRAINSEG3D_BUNDLES``;
+    a listed folder may itself hold bundles)."""
+
+    def is_bundle(p: Path) -> bool:
+        return (p / "configs" / "inference.json").is_file() and (p / "models" / "model.pt").is_file()
+
+    found: list[Path] = []
+    candidates: list[Path] = []
+    root = Path(root)
+    if root.is_dir():
+        candidates += sorted(p for p in root.iterdir() if p.is_dir())
+    for entry in (extra or "").split(os.pathsep):
+        entry = entry.strip()
+        if not entry:
+            continue
+        p = Path(entry).expanduser()
+        if is_bundle(p):
+            candidates.append(p)
+        elif p.is_dir():
+            candidates += sorted(q for q in p.iterdir() if q.is_dir())
+    for p in candidates:
+        p = p.resolve()
+        if is_bundle(p) and p not in found:
+            found.append(p)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# volumes for display
+# --------------------------------------------------------------------------------------------
+
+
+def to_uint8(volume: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
+    """Window a volume to 0-255 on the percentiles of its non-zero voxels (brain)."""
+    v = np.asarray(volume, dtype=np.float32)
+    nz = v[v != 0]
+    if nz.size == 0:
+        return np.zeros(v.shape, np.uint8)
+    sample = nz[:: max(1, nz.size // 200_000)]
+    lo, hi = np.percentile(sample, (lo_pct, hi_pct))
+    if hi <= lo:
+        hi = lo + 1
+    return np.clip((v - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, tuple[float, float, float]]:
+    can = nib.as_closest_canonical(img)
+    return np.asanyarray(can.dataobj), tuple(float(z) for z in can.header.get_zooms()[:3])
+
+
+def display_modalities(case: Case) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
+    """Each modality as a uint8 RAS volume (for the viewer's background), and the voxel size."""
+    out: dict[str, np.ndarray] = {}
+    zooms = (1.0, 1.0, 1.0)
+    if case.image4d is not None:
+        img = nib.load(str(case.image4d))
+        arr = np.asanyarray(img.dataobj)
+        layout = channel_layout(arr.shape)
+        arr = arr.reshape(arr.shape[:3] + (-1,)) if layout == "last" else arr.reshape((arr.shape[0],) + arr.shape[1:4])
+        for i, m in enumerate(MODALITIES):
+            ch = arr[..., i] if layout == "last" else arr[i]
+            vol, zooms = _canonical(nib.Nifti1Image(np.asarray(ch, np.float32), img.affine))
+            out[m] = to_uint8(vol)
+    else:
+        for m in MODALITIES:
+            vol, zooms = _canonical(nib.load(str(case.images[m])))
+            out[m] = to_uint8(np.squeeze(vol))
+    return out, zooms
+
+
+def display_labels(img: nib.Nifti1Image) -> np.ndarray:
+    """A label image as a uint8 RAS volume on the display grid."""
+    vol, _ = _canonical(nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.uint8), img.affine))
+    return np.asarray(np.squeeze(vol), np.uint8)
+
+
+def slice_view(volume: np.ndarray, view: str, index: int) -> np.ndarray:
+    """One 2D slice of a RAS volume, oriented for display (superior/anterior up)."""
+    axis = VIEWS[view]
+    index = int(np.clip(index, 0, volume.shape[axis] - 1))
+    return np.rot90(np.take(volume, index, axis=axis))
+
+
+def _pixel_mm(view: str, zooms: Sequence[float]) -> tuple[float, float]:
+    """(row mm, column mm) of a displayed slice."""
+    in_plane = [a for a in (0, 1, 2) if a != VIEWS[view]]  # (first, second) axis of the slice
+    return float(zooms[in_plane[1]]), float(zooms[in_plane[0]])  # rot90: rows <- second axis
+
+
+def render_overlay(
+    background: np.ndarray,
+    labels: np.ndarray | None,
+    view: str,
+    index: int,
+    opacity: float = 0.45,
+    mode: str = "labels",
+    ground_truth: np.ndarray | None = None,
+    zooms: Sequence[float] = (1.0, 1.0, 1.0),
+    min_size: int = 320,
+) -> np.ndarray:
+    """An RGB uint8 slice: grey background with the label map (Slicer colours) or, in
+    ``mode="errors"``, the whole-tumour false positives (:data:`FP_COLOUR`) and false negatives
+    (:data:`FN_COLOUR`) against ``ground_truth``.
+
+    Pixels are made square (voxel size ``zooms``) and small slices are enlarged to ``min_size``
+    by pixel repetition (nearest neighbour: labels stay crisp).
+    """
+    grey = slice_view(background, view, index).astype(np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    a = float(np.clip(opacity, 0.0, 1.0))
+    if labels is not None:
+        lab = slice_view(labels, view, index)
+        if mode == "errors":
+            if ground_truth is None:
+                raise ValueError("the error overlay needs a ground truth")
+            gt = slice_view(ground_truth, view, index) > 0
+            pr = lab > 0
+            layers = [(pr & ~gt, FP_COLOUR), (gt & ~pr, FN_COLOUR)]
+        elif mode == "labels":
+            layers = [(lab == v, LABEL_COLOURS[v]) for v in sorted(LABEL_COLOURS)]
+        else:
+            raise ValueError(f"mode must be 'labels' or 'errors', got {mode!r}")
+        for mask, colour in layers:
+            if mask.any():
+                rgb[mask] = (1 - a) * rgb[mask] + a * np.asarray(colour, np.float32)
+    out = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    row_mm, col_mm = _pixel_mm(view, zooms)
+    if abs(row_mm - col_mm) > 0.01 * min(row_mm, col_mm):
+        h = max(1, int(round(out.shape[0] * row_mm / col_mm)))
+        out = out[np.minimum((np.arange(h) * out.shape[0]) // h, out.shape[0] - 1)]
+    k = int(np.ceil(min_size / max(out.shape[:2]))) if max(out.shape[:2]) < min_size else 1
+    if k > 1:
+        out = np.repeat(np.repeat(out, k, axis=0), k, axis=1)
+    return np.ascontiguousarray(out)
+
+
+def default_slices(labels: np.ndarray | None, shape: Sequence[int]) -> dict[str, int]:
+    """The slice of each view through the tumour's centre of mass (the volume's centre if none)."""
+    centre = [s // 2 for s in shape[:3]]
+    if labels is not None and labels.any():
+        idx = np.nonzero(labels)
+        centre = [int(np.round(np.mean(i))) for i in idx]
+    return {v: int(centre[a]) for v, a in VIEWS.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# legend, tables, downloads
+# --------------------------------------------------------------------------------------------
+
+
+def legend_items(mode: str = "labels", labels_scheme: str = "brats") -> list[tuple[str, tuple[int, int, int]]]:
+    """``(text, colour)`` entries of the overlay legend."""
+    if mode == "errors":
+        return [("false positive (predicted tumour, not in ground truth)", FP_COLOUR), ("false negative (missed tumour)", FN_COLOUR)]
+    return [(f"{v}: {name}", LABEL_COLOURS[v]) for v, name in LABEL_NAMES[labels_scheme].items() if v]
+
+
+def legend_html(mode: str = "labels", labels_scheme: str = "brats") -> str:
+    """The legend as inline HTML (coloured squares)."""
+    spans = [
+        f'<span style="display:inline-block;margin-right:1.2em;white-space:nowrap">'
+        f'<span style="display:inline-block;width:0.9em;height:0.9em;margin-right:0.35em;vertical-align:middle;'
+        f'background:rgb{tuple(c)};border:1px solid #555"></span>{text}</span>'
+        for text, c in legend_items(mode, labels_scheme)
+    ]
+    return '<div class="brainseg3d-legend">' + "".join(spans) + "</div>"
+
+
+def volume_rows(report: Mapping) -> list[dict]:
+    """Per-region volume table rows (``region``, ``volume (ml)`` as text, 2 decimals) from a prediction report."""
+    vols = report.get("volumes", {})
+    return [{"region": REGION_TITLES.get(k, k), "volume (ml)": f"{float(v):.2f}"} for k, v in vols.items()]
+
+
+def score_rows(scores: Mapping[str, float]) -> list[dict]:
+    """Rows ``region, Dice, HD95 (mm)`` (as text) from :func:`brainseg3d.evaluation.region_scores`."""
+    names = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
+    return [
+        {"region": names[r], "Dice": f"{float(scores[f'Dice_{r}']):.3f}", "HD95 (mm)": f"{float(scores[f'HD95_{r}']):.1f}"}
+        for r in ("WT", "TC", "ET")
+        if f"Dice_{r}" in scores
+    ]
+
+
+def error_counts(pred: np.ndarray, gt: np.ndarray, voxel_ml: float = 0.001) -> dict[str, float]:
+    """Whole-tumour false positive / false negative volumes in ml."""
+    p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
+    return {"false_positive_ml": round(float((p & ~g).sum()) * voxel_ml, 3), "false_negative_ml": round(float((g & ~p).sum()) * voxel_ml, 3)}
+
+
+def mask_bytes(label: nib.Nifti1Image, folder: str | os.PathLike, name: str = "mask.nii.gz") -> bytes:
+    """The mask as .nii.gz bytes (uint8, on the input grid), written via ``save_label_image``."""
+    path = save_label_image(label, Path(folder) / name)
+    return path.read_bytes()
+
+
+def colour_table_bytes(folder: str | os.PathLike, labels_scheme: str = "brats") -> bytes:
+    """The 3D Slicer colour table (.ctbl) as bytes."""
+    return write_colour_table(Path(folder) / f"brats_colours_{labels_scheme}.ctbl", labels_scheme).read_bytes()
+
+
+def report_bytes(report: Mapping) -> bytes:
+    return (json.dumps(report, indent=2, default=str) + "\n").encode()

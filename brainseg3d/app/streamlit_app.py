@@ -1,0 +1,363 @@
+"""The brainseg3d web demo page (run by ``brainseg3d app``; see :mod:`brainseg3d.app.launch`).
+
+Flow: a case (uploaded NIfTI files, or the shipped sample) -> the bundle's Predictor (cached
+once per bundle with ``st.cache_resource``; results cached per session and case, keyed by the
+files' hashes) -> three slice views with the label / error overlay -> volumes, Dice, model
+comparison, downloads.
+
+Uploads are written only into this session's ``tempfile.TemporaryDirectory`` (removed when the
+session ends or the server stops). Inference runs in fp32 so that the downloaded mask is the
+one ``brainseg3d segment --precision fp32`` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+try:
+    import brainseg3d  # noqa: F401
+except ImportError:  # run from a source tree that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import nibabel as nib
+import numpy as np
+import streamlit as st
+
+from brainseg3d.app import core
+from brainseg3d.data.cases import MODALITIES, CaseError, discover
+from brainseg3d.inference import DEFAULT_BUNDLE, Predictor
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "sample_data" / "Brats18_2013_20_1"
+#: explicit, so the app's mask equals ``brainseg3d segment --precision fp32``
+PRECISION = "fp32"
+LABELS = "brats"
+UPLOAD = "Upload a case"
+SAMPLE_CHOICE = f"Sample case ({SAMPLE.name})"
+
+
+# ---------------------------------------------------------------------------- shared resources
+
+
+@st.cache_resource(show_spinner=False)
+def get_predictor(bundle: str, precision: str) -> Predictor:
+    """One Predictor per bundle for the whole server (the network is loaded once)."""
+    return Predictor(bundle, precision=precision, labels=LABELS, register="never")
+
+
+@st.cache_resource(show_spinner=False)
+def inference_lock() -> threading.Lock:
+    """One inference at a time: two sessions running at once would only share the CPU cores."""
+    return threading.Lock()
+
+
+def session_dir() -> Path:
+    """This session's private temporary folder (uploads and downloads live only here)."""
+    if "tmpdir" not in st.session_state:
+        st.session_state["tmpdir"] = tempfile.TemporaryDirectory(prefix="brainseg3d-app-")
+    return Path(st.session_state["tmpdir"].name)
+
+
+def state(name: str, default):
+    if name not in st.session_state:
+        st.session_state[name] = default
+    return st.session_state[name]
+
+
+def table(rows) -> None:
+    try:
+        st.table(rows, hide_index=True)
+    except TypeError:  # older Streamlit
+        st.table(rows)
+
+
+def image(col, rgb, caption: str) -> None:
+    try:
+        col.image(rgb, caption=caption, width="stretch")
+    except TypeError:  # older Streamlit
+        col.image(rgb, caption=caption, use_container_width=True)
+
+
+# ---------------------------------------------------------------------------- input
+
+
+def choose_case():
+    """Returns ``(case, image_key, label_key)`` or ``None`` (messages already shown)."""
+    choices = [UPLOAD] + ([SAMPLE_CHOICE] if SAMPLE.is_dir() else [])
+    source = st.radio("Case", choices, horizontal=True, key="source")
+    if source == SAMPLE_CHOICE:
+        case = discover(SAMPLE)[0]
+        return case, f"sample-{case.case_id}", ("sample-label" if case.label else None)
+    max_mb = int(st.get_option("server.maxUploadSize") or core.MAX_UPLOAD_MB)
+    max_mb = min(max_mb, core.MAX_UPLOAD_MB)
+    files = st.file_uploader(
+        f"The four MRI modalities of one case (T1, T1c, T2, FLAIR; any BraTS naming, .nii or .nii.gz), "
+        f"or one 4D NIfTI; optionally its ground truth (*_seg.nii.gz). {max_mb} MB at most in all.",
+        accept_multiple_files=True,
+        key="uploads",
+    )
+    if not files:
+        st.info(
+            "Upload a case to segment it, e.g. `BraTS2021_00006_t1.nii.gz`, `_t1ce`, `_t2`, `_flair` "
+            "(BraTS 2023: `-t1n`, `-t1c`, `-t2w`, `-t2f`) and optionally `_seg`, or pick the sample case."
+        )
+        return None
+    plan = core.classify_uploads([(f.name, f.size) for f in files], max_mb)
+    if not plan.ok:
+        for e in plan.errors:
+            st.error(e)
+        return None
+    wanted = set(plan.files())
+    data = {core._base(f.name): f.getvalue() for f in files if core._base(f.name) in wanted}
+    if plan.image4d:
+        image_key = core.case_key([("4d", data[plan.image4d])])
+    else:
+        image_key = core.case_key([(m, data[n]) for m, n in plan.images.items()])
+    label_key = core.case_key([("label", data[plan.label])]) if plan.label else None
+    folder = session_dir() / "uploads" / image_key
+    case = core.write_uploads(data, plan, folder)
+    checked = state("checked", {})
+    ck = (image_key, label_key)
+    if ck not in checked:
+        checked[ck] = core.case_problem(case)
+    if checked[ck]:
+        st.error(checked[ck])
+        return None
+    return case, image_key, label_key
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def forget_other_cases(image_key: str) -> None:
+    """Keep only the current case's results in memory."""
+    if st.session_state.get("active_case") != image_key:
+        st.session_state["results"] = {}
+        st.session_state["display"] = None
+        st.session_state["active_case"] = image_key
+
+
+def run_model(case, image_key: str, bundle: Path):
+    """Segment ``case`` with ``bundle`` once per session; returns the cached result dict or None."""
+    results = state("results", {})
+    rk = (image_key, str(bundle))
+    if rk in results:
+        return results[rk]
+    with st.status(f"Segmenting {case.case_id} with {bundle.name} ...", expanded=True) as status:
+        bar = status.progress(0.0, text="loading the model")
+        try:
+            with inference_lock():
+                predictor = get_predictor(str(bundle), PRECISION)
+                t0 = time.perf_counter()
+                bar.progress(0.2, text="reading and preprocessing the images")
+                loaded = predictor.load(case)
+                bar.progress(0.45, text=f"running the network ({predictor.device}, {predictor.precision})")
+                pred = predictor.segment_loaded(loaded)
+                seconds = time.perf_counter() - t0
+        except CaseError as e:
+            status.update(label=f"{bundle.name}: failed", state="error", expanded=True)
+            st.error(f"Cannot segment {e.case_id}: {e.problem}")
+            return None
+        except Exception as e:  # show, do not crash the page
+            status.update(label=f"{bundle.name}: failed", state="error", expanded=True)
+            st.error(f"Segmentation failed: {type(e).__name__}: {e}")
+            return None
+        bar.progress(0.9, text="preparing the views and downloads")
+        pred.report["seconds"] = round(seconds, 3)
+        out_dir = session_dir() / "outputs" / image_key / bundle.name
+        res = {
+            "bundle": bundle,
+            "label": pred.label,
+            "report": pred.report,
+            "display": core.display_labels(pred.label),
+            "seconds": seconds,
+            "mask": core.mask_bytes(pred.label, out_dir, f"{case.case_id}.nii.gz"),
+            "scores": {},
+        }
+        bar.progress(1.0, text="done")
+        status.update(label=f"{bundle.name}: segmented {case.case_id} in {seconds:.1f} s", state="complete", expanded=False)
+    results[rk] = res
+    return res
+
+
+def scores_for(res: dict, case, label_key: str | None):
+    """Dice / HD95 against the case's ground truth (cached per label file)."""
+    if case.label is None or label_key is None:
+        return None
+    if label_key not in res["scores"]:
+        from brainseg3d.evaluation import region_scores
+
+        gt = nib.load(str(case.label))
+        try:
+            spacing = tuple(float(z) for z in gt.header.get_zooms()[:3])
+            s = region_scores(np.asarray(res["label"].dataobj), np.asarray(gt.dataobj), spacing, case.case_id)
+        except ValueError as e:
+            s = {"error": str(e)}
+        res["scores"][label_key] = s
+    return res["scores"][label_key]
+
+
+def display_data(case, image_key: str, label_key: str | None) -> dict:
+    disp = st.session_state.get("display")
+    if not disp or disp["key"] != image_key:
+        mods, zooms = core.display_modalities(case)
+        disp = {"key": image_key, "mods": mods, "zooms": zooms, "gt_key": None, "gt": None}
+        st.session_state["display"] = disp
+    if disp["gt_key"] != label_key:
+        disp["gt"] = core.display_labels(nib.load(str(case.label))) if case.label is not None else None
+        disp["gt_key"] = label_key
+    return disp
+
+
+# ---------------------------------------------------------------------------- page
+
+
+def viewer(res: dict, disp: dict, image_key: str) -> dict:
+    """Modality, opacity and overlay controls and the three views; returns the settings."""
+    labels = res["display"]
+    mods, zooms, gt = disp["mods"], disp["zooms"], disp["gt"]
+    shape = labels.shape
+    if gt is not None and gt.shape != shape:
+        gt = None
+        st.warning("The ground truth is not on the mask's grid; the error overlay is off.")
+    c1, c2, c3 = st.columns([1, 1, 2])
+    modality = c1.selectbox("Background", list(MODALITIES), index=MODALITIES.index("flair"), format_func=core.MODALITY_TITLES.get, key="modality")
+    opacity = c2.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    modes = {"Labels": "labels"}
+    if gt is not None:
+        modes["Errors vs ground truth (whole tumour)"] = "errors"
+    mode = modes[c3.radio("Overlay", list(modes), horizontal=True, key="overlay_mode")]
+    if gt is None:
+        c3.caption("Upload the ground truth (*_seg.nii.gz) for Dice and the error overlay.")
+    legend = core.legend_html(mode, LABELS)
+    if mode == "errors":
+        err = core.error_counts(labels, gt, res["report"].get("voxel_ml", 0.001))
+        legend += f'<div style="font-size:0.85em">false positives {err["false_positive_ml"]:.2f} ml, false negatives {err["false_negative_ml"]:.2f} ml</div>'
+    st.markdown(legend, unsafe_allow_html=True)
+    defaults = state("default_slices", {})
+    if image_key not in defaults:
+        defaults[image_key] = core.default_slices(labels, shape)
+    cols = st.columns(3)
+    settings = {"modality": modality, "opacity": opacity, "mode": mode, "gt": gt, "slices": {}}
+    for col, (view, axis) in zip(cols, core.VIEWS.items()):
+        n = shape[axis]
+        idx = col.slider(f"{view.capitalize()} slice", 0, n - 1, int(defaults[image_key][view]), key=f"slice-{view}-{image_key}")
+        rgb = core.render_overlay(mods[modality], labels, view, idx, opacity, mode, gt, zooms)
+        image(col, rgb, f"{view} {idx} / {n - 1}")
+        settings["slices"][view] = idx
+    st.caption("Views: superior / anterior up, the patient's left on the image's left (neurological convention).")
+    return settings
+
+
+def results_tables(res: dict, scores) -> None:
+    c1, c2 = st.columns(2)
+    with c1:
+        st.subheader("Volumes")
+        table(core.volume_rows(res["report"]))
+        r = res["report"]
+        st.caption(f"{r['model']} {r['model_version']}, {r['precision']} on {r['device']}: {r['seconds']:.1f} s "
+                   f"(load {r.get('seconds_load', 0):.1f} s, network {r.get('seconds_inference', 0):.1f} s)")
+        for w in r.get("warnings", []):
+            st.warning(w)
+    with c2:
+        st.subheader("Against the ground truth")
+        if scores is None:
+            st.caption("No ground truth: upload the case's *_seg.nii.gz with the images to see Dice per region.")
+        elif "error" in scores:
+            st.error(f"Cannot score against this ground truth: {scores['error']}")
+        else:
+            table(core.score_rows(scores))
+            st.caption("Dice and 95th-percentile Hausdorff distance (MONAI) per BraTS region.")
+
+
+def downloads(res: dict, case, scores) -> None:
+    st.subheader("Downloads")
+    report = dict(res["report"])
+    if scores and "error" not in scores:
+        report["ground_truth_scores"] = scores
+    ctbl = state("ctbl", None) or core.colour_table_bytes(session_dir(), LABELS)
+    st.session_state["ctbl"] = ctbl
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Download mask (.nii.gz)", res["mask"], file_name=f"{case.case_id}.nii.gz", mime="application/gzip", on_click="ignore", key="dl-mask")
+    c2.download_button("Download report (.json)", core.report_bytes(report), file_name=f"{case.case_id}.json", mime="application/json", on_click="ignore", key="dl-report")
+    c3.download_button("Download colour table (.ctbl)", ctbl, file_name=f"brats_colours_{LABELS}.ctbl", mime="text/plain", on_click="ignore", key="dl-ctbl")
+    st.caption("The mask is uint8 on the input's exact grid (labels 1 necrotic core, 2 edema, 4 enhancing tumour); "
+               "load the colour table with it in 3D Slicer.")
+
+
+def compare(bundles: list[Path], primary: Path, res: dict, case, image_key: str, label_key, disp: dict, settings: dict) -> None:
+    st.subheader("Compare models")
+    others = [b for b in bundles if b != primary]
+    if not others:
+        st.info(
+            f"Comparing models needs more than one bundle; only {primary.name} is available. Add bundle folders "
+            "(configs/inference.json + models/model.pt) under bundles/, or list them in the environment variable "
+            f"BRAINSEG3D_BUNDLES (separated by '{os.pathsep}')."
+        )
+        return
+    names = {str(b): f"{b.name} ({b.parent.name})" for b in bundles}
+    chosen = st.multiselect("Run these bundles on the same case too", [str(b) for b in others], format_func=names.get, key="compare")
+    if not chosen:
+        return
+    runs = [res] + [r for r in (run_model(case, image_key, Path(b)) for b in chosen) if r is not None]
+    view = "axial"
+    idx = settings["slices"][view]
+    cols = st.columns(len(runs))
+    rows = []
+    for col, r in zip(cols, runs):
+        rgb = core.render_overlay(disp["mods"][settings["modality"]], r["display"], view, idx, settings["opacity"],
+                                  settings["mode"], settings["gt"], disp["zooms"])
+        image(col, rgb, f"{r['bundle'].name}: {r['seconds']:.1f} s")
+        row = {"model": r["bundle"].name, "folder": str(r["bundle"].parent), "seconds": f"{r['seconds']:.1f}"}
+        vols = r["report"]["volumes"]
+        row.update({f"{k} (ml)": f"{vols[v]:.2f}" for k, v in (("WT", "whole_tumour_ml"), ("TC", "tumour_core_ml"), ("ET", "enhancing_tumour_ml"))})
+        sc = scores_for(r, case, label_key)
+        if sc and "error" not in sc:
+            row.update({f"Dice {k}": f"{sc[f'Dice_{k}']:.3f}" for k in ("WT", "TC", "ET")})
+        rows.append(row)
+    table(rows)
+
+
+def main() -> None:
+    st.set_page_config(page_title="brainseg3d: brain tumour segmentation", layout="wide")
+    st.title("brainseg3d: brain tumour segmentation")
+    st.warning(f"**{core.DISCLAIMER}** Not for diagnosis or treatment decisions.")
+    bundles = core.find_bundles(REPO / "bundles", os.environ.get("BRAINSEG3D_BUNDLES"))
+    default = DEFAULT_BUNDLE.resolve()
+    if default not in bundles and (default / "configs" / "inference.json").is_file():
+        bundles.insert(0, default)
+    if not bundles:
+        st.error("No model bundle found (bundles/<name>/configs/inference.json + models/model.pt).")
+        return
+    primary = default if default in bundles else bundles[0]
+    if len(bundles) > 1:
+        primary = Path(st.selectbox("Model", [str(b) for b in bundles], index=bundles.index(primary), format_func=lambda b: Path(b).name, key="model"))
+
+    chosen = choose_case()
+    if chosen is None:
+        return
+    case, image_key, label_key = chosen
+    forget_other_cases(image_key)
+    st.caption(f"Case **{case.case_id}**" + (" with ground truth" if case.label is not None else ""))
+    res = run_model(case, image_key, primary)
+    if res is None:
+        return
+    disp = display_data(case, image_key, label_key)
+    if disp["mods"]["flair"].shape != res["display"].shape:
+        st.error(f"internal error: mask {res['display'].shape} and image {disp['mods']['flair'].shape} differ in shape")
+        return
+    scores = scores_for(res, case, label_key)
+    settings = viewer(res, disp, image_key)
+    results_tables(res, scores)
+    downloads(res, case, scores)
+    compare(bundles, primary, res, case, image_key, label_key, disp, settings)
+    with st.expander("Report (JSON)"):
+        st.json(res["report"])
+
+
+main()
