@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up brainseg3d in ./.venv (Python 3.11): CPU torch 2.13.0 unless a torch is already there,
-# then the package with its test extras. Safe to run again.
+# then the package. `bash setup.sh test` adds what the tests need: the test and web extras and
+# (for the web app's browser test) Debian's chromium + chromium-driver. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
@@ -13,5 +14,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # pinned: an unpinned torch pulls a multi-GB CUDA build
     .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+EXTRAS=""
+[ "${1:-}" = "test" ] && EXTRAS="[test,web]"
+.venv/bin/python -m pip install -q -e ".$EXTRAS" 2>&1 | grep -v "^WARNING: Location" || true
+[ "${1:-}" = "test" ] && bash .ci/install_browser.sh
 .venv/bin/python -c "import torch, monai, brainseg3d; print(f'brainseg3d {brainseg3d.__version__}: torch {torch.__version__}, monai {monai.__version__}')"

@@ -12,8 +12,9 @@ say() { echo "install_browser: $*" >&2; }
 # --- Python side: streamlit (the app) and selenium (the browser driver) ---
 if [ -x "$PY" ]; then
     if ! "$PY" -c "import streamlit, selenium" >/dev/null 2>&1; then
-        "$PY" -m pip install -q "streamlit>=1.30" "selenium>=4.15" \
-            || say "pip could not install streamlit/selenium; the app e2e test will be skipped"
+        "$PY" -m pip install -q "streamlit>=1.45" "selenium>=4.15" 2>&1 | grep -v "^WARNING: Location" >&2
+        "$PY" -c "import streamlit, selenium" >/dev/null 2>&1 \
+            || say "pip could not install streamlit/selenium; the app tests that need them will be skipped"
     fi
 else
     say "no $PY; run setup.sh first (the app e2e test will be skipped)"
@@ -41,9 +42,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null 2>&1 || say "apt-get update failed (offline?); trying the cached package lists"
-if ! $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null 2>&1; then
+if ! $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1; then
     say "apt-get install chromium chromium-driver failed; the app e2e test will be skipped"
     exit 0
 fi
+# a font, so that screenshots show text (optional)
+$SUDO apt-get install -y -qq --no-install-recommends fonts-dejavu-core >/dev/null 2>&1 || true
 have_browser || say "chromium/chromedriver still not on PATH after apt-get; the app e2e test will be skipped"
 exit 0

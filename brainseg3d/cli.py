@@ -4,7 +4,7 @@ Paths and tables go to stdout; logs and progress bars go to stderr. Exit status 
 everything asked for succeeded.
 
 Subcommands: ``cases``, ``datalist``, ``train``, ``export``, ``segment``, ``evaluate``,
-``score``, ``compare``, ``bench``, ``demo``.
+``score``, ``compare``, ``bench``, ``merge``, ``app``, ``demo``.
 """
 
 from __future__ import annotations
@@ -219,6 +219,12 @@ def _bench(args) -> int:
     return 0
 
 
+def _app(args) -> int:
+    from .app.launch import launch
+
+    return int(launch(port=args.port))
+
+
 def _demo(args) -> int:
     """Segment the sample case shipped in the repo and score it against its ground truth."""
     from .batch import segment_cases
@@ -338,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bundle", default=None)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_demo)
+    s = sub.add_parser("app", help="start the web demo (Streamlit) on http://127.0.0.1:PORT (needs brainseg3d[web])")
+    s.add_argument("--port", type=int, default=8501, help="TCP port on 127.0.0.1 (0: a free one)")
+    s.set_defaults(func=_app)
     return p
 
 

@@ -59,12 +59,18 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
     cfg = bundle / "configs" / "inference.json"
     if not cfg.exists():
         raise FileNotFoundError(f"not a bundle (no configs/inference.json): {bundle}")
-    if str(bundle) not in sys.path:
-        sys.path.insert(1, str(bundle))  # the bundle's scripts/ package, as monai.bundle does
-    parser = ConfigParser()
-    parser.read_config(str(cfg))
-    parser["bundle_root"] = str(bundle)
-    net = parser.get_parsed_content("network_def", instantiate=True)
+    # the bundle's scripts/ package, as monai.bundle does; every bundle has its own "scripts", so
+    # forget any other bundle's before importing this one's
+    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(bundle))
+    try:
+        parser = ConfigParser()
+        parser.read_config(str(cfg))
+        parser["bundle_root"] = str(bundle)
+        net = parser.get_parsed_content("network_def", instantiate=True)
+    finally:
+        sys.path.remove(str(bundle))
     if weights:
         state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(state)

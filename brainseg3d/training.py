@@ -202,6 +202,9 @@ def _init_distributed(dev: torch.device) -> tuple[bool, int, torch.device]:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    import ignite.distributed as idist
+
+    idist.sync()  # ignite sets up its (collective) context now, on every rank, not lazily on rank 0
     return True, dist.get_rank(), dev
 
 

@@ -259,6 +259,41 @@ def test_launch_without_streamlit_says_how_to_install(monkeypatch, capsys):
     assert "pip install 'brainseg3d[web]'" in capsys.readouterr().err
 
 
+# ============================================================================ the page, without a browser
+
+
+def test_app_page_with_the_sample_case(tmp_path, monkeypatch):
+    """Streamlit's AppTest runs the page in-process: the sample case, one bundle."""
+    if importlib.util.find_spec("streamlit") is None:
+        pytest.skip("streamlit not installed (pip install 'brainseg3d[web]', or run .ci/install_browser.sh)")
+    import tempfile
+
+    from streamlit.testing.v1 import AppTest
+
+    from brainseg3d.app.launch import APP_SCRIPT
+
+    monkeypatch.delenv("BRAINSEG3D_BUNDLES", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    at = AppTest.from_file(str(APP_SCRIPT), default_timeout=240)
+    at.run()
+    assert not at.exception
+    assert core.DISCLAIMER in at.warning[0].value
+    assert "Upload a case to segment it" in at.info[0].value and not at.table
+    at.radio(key="source").set_value(next(o for o in at.radio(key="source").options if o.startswith("Sample case"))).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.table) == 2  # volumes, Dice
+    assert any("Comparing models needs more than one bundle" in i.value for i in at.info)
+    assert any("necrotic tumour core" in m.value for m in at.markdown)  # the legend
+    assert [s.label for s in at.slider] == ["Overlay opacity", "Axial slice", "Coronal slice", "Sagittal slice"]
+    at.radio(key="overlay_mode").set_value("Errors vs ground truth (whole tumour)").run()
+    assert any("false positives" in m.value for m in at.markdown)
+    res = next(iter(at.session_state["results"].values()))
+    assert res["report"]["precision"] == "fp32" and res["mask"][:2] == b"\x1f\x8b"
+    session = Path(at.session_state["tmpdir"].name)
+    assert session.parent == tmp_path and (session / "outputs").is_dir()
+
+
 # ============================================================================ end to end, in Chromium
 
 CHROMIUM_FLAGS = [
@@ -281,11 +316,11 @@ def _browser_or_skip():
 
 
 @contextlib.contextmanager
-def _app_server(tmp_path):
+def _app_server(tmp_path, **env_vars):
     """The app started through brainseg3d.app.launch on a free port; yields its address."""
     log = open(tmp_path / "streamlit.log", "w")
     code = "import sys; from brainseg3d.app.launch import launch; sys.exit(launch(port=0))"
-    env = dict(os.environ, TMPDIR=str(tmp_path))  # the session's upload folder goes under tmp_path
+    env = dict(os.environ, TMPDIR=str(tmp_path), **env_vars)  # the session's upload folder goes under tmp_path
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
                             env=env, start_new_session=True)
     try:
@@ -305,12 +340,13 @@ def _app_server(tmp_path):
             time.sleep(0.5)
         yield address
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        proc.terminate()  # the launcher forwards SIGTERM to Streamlit and waits for it
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         log.close()
 
 
@@ -361,6 +397,7 @@ def _text(driver):
 def test_app_end_to_end_in_chromium(tmp_path):
     chromium, chromedriver = _browser_or_skip()
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     from brainseg3d.data.cases import discover
@@ -376,87 +413,83 @@ def test_app_end_to_end_in_chromium(tmp_path):
     # a second bundle (a copy of the shipped one) so that the app offers a model comparison
     extra = tmp_path / "extra_bundles" / "brats_copy"
     shutil.copytree(DEFAULT_BUNDLE, extra, ignore=shutil.ignore_patterns("eval", "__pycache__", "*.ts"))
-    os.environ["BRAINSEG3D_BUNDLES"] = str(extra)
     t0 = time.time()
-    try:
-        with _app_server(tmp_path) as address:
-            driver = _start_chrome(chromium, chromedriver, tmp_path, downloads)
-            try:
-                driver.get(address)
-                upload = _wait(driver, "the file uploader", lambda d: d.find_elements(By.CSS_SELECTOR, 'input[type="file"]'), 60)[0]
-                assert "Research use only. Not a medical device." in _text(driver)
+    with _app_server(tmp_path, BRAINSEG3D_BUNDLES=str(extra)) as address:
+        driver = _start_chrome(chromium, chromedriver, tmp_path, downloads)
+        try:
+            driver.get(address)
+            upload = _wait(driver, "the file uploader", lambda d: d.find_elements(By.CSS_SELECTOR, 'input[type="file"]'), 60)[0]
+            assert "Research use only. Not a medical device." in _text(driver)
 
-                # a person forgets the FLAIR: a clear message, nothing runs
-                upload.send_keys("\n".join(str(f) for f in files if f != flair))
-                _wait(driver, "the missing-modality message", lambda d: "Missing modality FLAIR" in _text(d), 30, errors_ok=True)
-                # ... then adds it (the uploader keeps the earlier files): the case is segmented
-                upload = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
-                driver.execute_script("arguments[0].value = '';", upload)
-                upload.send_keys(str(flair))
-                _wait(driver, "the message to go", lambda d: "Missing modality" not in _text(d), 60, errors_ok=True)
+            # a person forgets the FLAIR: a clear message, nothing runs
+            upload.send_keys("\n".join(str(f) for f in files if f != flair))
+            _wait(driver, "the missing-modality message", lambda d: "Missing modality FLAIR" in _text(d), 30, errors_ok=True)
+            # ... then adds it (the uploader keeps the earlier files): the case is segmented
+            upload = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
+            driver.execute_script("arguments[0].value = '';", upload)
+            upload.send_keys(str(flair))
+            _wait(driver, "the message to go", lambda d: "Missing modality" not in _text(d), 60, errors_ok=True)
 
-                def overlays(d):
-                    """The rendered overlay images (loaded, and laid out larger than 100 px)."""
-                    imgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
-                    loaded = [i for i in imgs if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0;", i)
-                              and i.size["width"] > 100 and i.size["height"] > 100]
-                    return loaded if len(loaded) >= 3 else None
+            def overlays(d):
+                """The rendered overlay images (loaded, and laid out larger than 100 px)."""
+                imgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
+                loaded = [i for i in imgs if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0;", i)
+                          and i.size["width"] > 100 and i.size["height"] > 100]
+                return loaded if len(loaded) >= 3 else None
 
-                _wait(driver, "the three overlay views", overlays, 150)
-                tables = _wait(driver, "the volumes and Dice tables",
-                               lambda d: (t := d.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]')) and len(t) >= 2 and t, 60)
-                volumes, dice = tables[0].text, tables[1].text
-                assert "peritumoral edema" in volumes and "enhancing tumour" in volumes
-                wt_ml = float(re.search(r"whole tumour \(WT = 1 \+ 2 \+ ET\)\s+([0-9.]+)", volumes).group(1))
-                assert wt_ml > 1.0, volumes
-                dice_wt = float(re.search(r"whole tumour \(WT\)\s+([0-9.]+)", dice).group(1))
-                assert 0.0 <= dice_wt <= 1.0, dice
-                assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+            _wait(driver, "the three overlay views", overlays, 150)
+            tables = _wait(driver, "the volumes and Dice tables",
+                           lambda d: (t := d.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]')) and len(t) >= 2 and t, 60)
+            volumes, dice = tables[0].text, tables[1].text
+            assert "peritumoral edema" in volumes and "enhancing tumour" in volumes
+            wt_ml = float(re.search(r"whole tumour \(WT = 1 \+ 2 \+ ET\)\s+([0-9.]+)", volumes).group(1))
+            assert wt_ml > 1.0, volumes
+            dice_wt = float(re.search(r"whole tumour \(WT\)\s+([0-9.]+)", dice).group(1))
+            assert 0.0 <= dice_wt <= 1.0, dice
+            assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
 
-                # uploads went to this session's temporary folder only
-                sessions = list(tmp_path.glob("brainseg3d-app-*"))
-                assert len(sessions) == 1, sessions
-                uploaded = sorted(p.name for p in sessions[0].glob("uploads/*/*"))
-                assert uploaded == sorted(f.name for f in files), uploaded
+            # uploads went to this session's temporary folder only
+            sessions = list(tmp_path.glob("brainseg3d-app-*"))
+            assert len(sessions) == 1, sessions
+            uploaded = sorted(p.name for p in sessions[0].glob("uploads/*/*"))
+            assert uploaded == sorted(f.name for f in files), uploaded
 
-                # the axial slider moves the axial view
-                caption = re.search(r"axial (\d+) / (\d+)", _text(driver))
-                z = int(caption.group(1))
-                slider = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] [role="slider"]')[1]  # 0: opacity
-                assert slider.get_attribute("aria-valuenow") == str(z)
-                slider.click()
-                slider.send_keys(Keys.ARROW_RIGHT)
-                _wait(driver, "the axial view to move one slice", lambda d: f"axial {z + 1} / {caption.group(2)}" in _text(d), 30)
+            # the axial slider moves the axial view
+            caption = re.search(r"axial (\d+) / (\d+)", _text(driver))
+            z = int(caption.group(1))
+            slider = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"][aria-label="Axial slice"]')
+            assert slider.get_attribute("value") == str(z)
+            driver.execute_script("arguments[0].focus();", slider)  # the range input is visually hidden: keyboard, as a person would
+            ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
+            _wait(driver, "the axial view to move one slice", lambda d: f"axial {z + 1} / {caption.group(2)}" in _text(d), 30)
 
-                # the error overlay (whole-tumour false positives / negatives against the uploaded seg)
-                driver.find_element(By.XPATH, "//label[contains(., 'Errors vs ground truth')]").click()
-                _wait(driver, "the error legend", lambda d: re.search(r"false positives [0-9.]+ ml, false negatives [0-9.]+ ml", _text(d)), 30)
+            # the error overlay (whole-tumour false positives / negatives against the uploaded seg)
+            driver.find_element(By.XPATH, "//label[contains(., 'Errors vs ground truth')]").click()
+            _wait(driver, "the error legend", lambda d: re.search(r"false positives [0-9.]+ ml, false negatives [0-9.]+ ml", _text(d)), 30)
 
-                # model comparison: the copy of the bundle, side by side with timings
-                box = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMultiSelect"] input')
-                driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
-                box.click()
-                box.send_keys("brats_copy")
-                box.send_keys(Keys.ENTER)
-                compared = _wait(driver, "the comparison table",
-                                 lambda d: (t := d.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]')) and len(t) >= 3 and "brats_copy" in t[2].text and t[2], 150)
-                rows = compared.text.splitlines()
-                assert any(r.startswith("brats_mri_2p5d_segmentation") for r in rows) and any(r.startswith("brats_copy") for r in rows), rows
-                assert len(overlays(driver)) >= 5
+            # model comparison: the copy of the bundle, side by side with timings
+            box = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMultiSelect"] input')
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+            box.click()
+            box.send_keys("brats_copy")
+            box.send_keys(Keys.ENTER)
+            compared = _wait(driver, "the comparison table",
+                             lambda d: (t := d.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]')) and len(t) >= 3 and "brats_copy" in t[2].text and t[2], 150)
+            rows = compared.text.splitlines()
+            assert any(r.startswith("brats_mri_2p5d_segmentation") for r in rows) and any(r.startswith("brats_copy") for r in rows), rows
+            assert len(overlays(driver)) >= 5
 
-                button = next(b for b in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDownloadButton"] button') if "mask" in b.text)
-                driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-                button.click()
-                target = downloads / f"{case_id}.nii.gz"
-                _wait(driver, f"the downloaded {target.name}", lambda d: target.exists() and not list(downloads.glob("*.crdownload")), 30)
-                driver.execute_script("window.scrollTo(0, 0);")
-                shot = tmp_path / "app_screenshot.png"
-                driver.save_screenshot(str(shot))
-                print(f"\nscreenshot: {shot}")
-            finally:
-                driver.quit()
-    finally:
-        os.environ.pop("BRAINSEG3D_BUNDLES", None)
+            button = next(b for b in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDownloadButton"] button') if "mask" in b.text)
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+            button.click()
+            target = downloads / f"{case_id}.nii.gz"
+            _wait(driver, f"the downloaded {target.name}", lambda d: target.exists() and not list(downloads.glob("*.crdownload")), 30)
+            driver.execute_script("window.scrollTo(0, 0);")
+            shot = tmp_path / "app_screenshot.png"
+            driver.save_screenshot(str(shot))
+            print(f"\nscreenshot: {shot}")
+        finally:
+            driver.quit()
     app_seconds = time.time() - t0
     assert not list(tmp_path.glob("brainseg3d-app-*")), "the session folder outlived the server"
 

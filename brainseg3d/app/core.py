@@ -202,8 +202,7 @@ def write_uploads(files: Mapping[str, bytes], plan: UploadPlan, folder: str | os
         path = (folder / name).resolve()
         if path.parent != folder.resolve():
             raise ValueError(f"refusing to write {name!r} outside the upload folder")
-        if not path.exists() or path.stat().st_size != len(data[name]):
-            path.write_bytes(data[name])
+        path.write_bytes(data[name])
         paths[name] = path
     case = Case(plan.case_id or "case")
     if plan.image4d:

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .core import MAX_UPLOAD_MB
@@ -56,7 +57,7 @@ def launch(port: int = 8501, address: str = "127.0.0.1", max_upload_mb: int = MA
         port: TCP port (0: pick a free one).
         address: listen address (localhost by default: the demo is not meant to be exposed).
         max_upload_mb: upload cap in MB (all files of one upload together).
-        wait: block until the server stops (Ctrl-C stops it) and return its exit status;
+        wait: block until the server stops (Ctrl-C or SIGTERM stops it cleanly) and return its exit status;
             ``False`` returns the ``subprocess.Popen`` at once.
 
     Returns:
@@ -71,15 +72,23 @@ def launch(port: int = 8501, address: str = "127.0.0.1", max_upload_mb: int = MA
     print(f"http://{address}:{port}", flush=True)
     if not wait:
         return proc
+
+    def stop(signum, frame):  # SIGTERM: let Streamlit shut down cleanly (its sessions' temp folders go)
+        proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,7 @@ one ``brainseg3d segment --precision fp32`` writes.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -94,7 +95,6 @@ def choose_case():
         case = discover(SAMPLE)[0]
         return case, f"sample-{case.case_id}", ("sample-label" if case.label else None)
     max_mb = int(st.get_option("server.maxUploadSize") or core.MAX_UPLOAD_MB)
-    max_mb = min(max_mb, core.MAX_UPLOAD_MB)
     files = st.file_uploader(
         f"The four MRI modalities of one case (T1, T1c, T2, FLAIR; any BraTS naming, .nii or .nii.gz), "
         f"or one 4D NIfTI; optionally its ground truth (*_seg.nii.gz). {max_mb} MB at most in all.",
@@ -107,11 +107,23 @@ def choose_case():
             "(BraTS 2023: `-t1n`, `-t1c`, `-t2w`, `-t2f`) and optionally `_seg`, or pick the sample case."
         )
         return None
+    # one check (and one write) per set of uploaded files; a rerun (a slider moved) reuses it
+    upload_id = tuple(sorted((getattr(f, "file_id", None) or "", f.name, f.size) for f in files))
+    seen = state("upload_cache", {})
+    if upload_id not in seen:
+        seen.clear()
+        seen[upload_id] = _prepare_upload(files, max_mb)
+    errors, chosen = seen[upload_id]
+    for e in errors:
+        st.error(e)
+    return chosen
+
+
+def _prepare_upload(files, max_mb: int):
+    """``(errors, (case, image_key, label_key) or None)``: classify, hash, write to the session folder, check."""
     plan = core.classify_uploads([(f.name, f.size) for f in files], max_mb)
     if not plan.ok:
-        for e in plan.errors:
-            st.error(e)
-        return None
+        return plan.errors, None
     wanted = set(plan.files())
     data = {core._base(f.name): f.getvalue() for f in files if core._base(f.name) in wanted}
     if plan.image4d:
@@ -119,16 +131,16 @@ def choose_case():
     else:
         image_key = core.case_key([(m, data[n]) for m, n in plan.images.items()])
     label_key = core.case_key([("label", data[plan.label])]) if plan.label else None
-    folder = session_dir() / "uploads" / image_key
-    case = core.write_uploads(data, plan, folder)
-    checked = state("checked", {})
-    ck = (image_key, label_key)
-    if ck not in checked:
-        checked[ck] = core.case_problem(case)
-    if checked[ck]:
-        st.error(checked[ck])
-        return None
-    return case, image_key, label_key
+    uploads = session_dir() / "uploads"
+    if uploads.is_dir():  # the files of earlier cases of this session are not needed any more
+        for old in uploads.iterdir():
+            if old.name != image_key:
+                shutil.rmtree(old, ignore_errors=True)
+    case = core.write_uploads(data, plan, uploads / image_key)
+    problem = core.case_problem(case)
+    if problem:
+        return [problem], None
+    return [], (case, image_key, label_key)
 
 
 # ---------------------------------------------------------------------------- inference
@@ -140,6 +152,7 @@ def forget_other_cases(image_key: str) -> None:
         st.session_state["results"] = {}
         st.session_state["display"] = None
         st.session_state["active_case"] = image_key
+        shutil.rmtree(session_dir() / "outputs", ignore_errors=True)
 
 
 def run_model(case, image_key: str, bundle: Path):
@@ -313,7 +326,8 @@ def compare(bundles: list[Path], primary: Path, res: dict, case, image_key: str,
         rgb = core.render_overlay(disp["mods"][settings["modality"]], r["display"], view, idx, settings["opacity"],
                                   settings["mode"], settings["gt"], disp["zooms"])
         image(col, rgb, f"{r['bundle'].name}: {r['seconds']:.1f} s")
-        row = {"model": r["bundle"].name, "folder": str(r["bundle"].parent), "seconds": f"{r['seconds']:.1f}"}
+        row = {"model": r["bundle"].name, "folder": str(r["bundle"].parent), "seconds": f"{r['seconds']:.1f}",
+               "network (s)": f"{r['report'].get('seconds_inference', 0):.1f}"}
         vols = r["report"]["volumes"]
         row.update({f"{k} (ml)": f"{vols[v]:.2f}" for k, v in (("WT", "whole_tumour_ml"), ("TC", "tumour_core_ml"), ("ET", "enhancing_tumour_ml"))})
         sc = scores_for(r, case, label_key)
