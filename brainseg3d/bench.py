@@ -15,7 +15,9 @@ Pipelines:
   Random weights: it is a speed anchor, not an accuracy one.
 
 When the cases have labels, Dice (WT/TC/ET) of each of our pipelines is reported too, so the
-speed of bf16 / TTA is weighed against its accuracy.
+speed of bf16 / TTA is weighed against its accuracy. ``--memory-batch 100`` also runs a batch of
+100 cases (the given ones, cycled) through the last pipeline and reports its resident memory
+at the start and at the end of the batch: it must not grow.
 """
 
 from __future__ import annotations
@@ -141,6 +143,22 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
         segment_cases(cases[1:], out + "/batch", predictor, progress=False)
         batch_s = (time.perf_counter() - t0) / max(1, len(cases) - 1)
         dice["batch_seconds_per_case"] = batch_s
+        n_mem = int(options.get("memory_batch") or 0)
+        if n_mem:
+            import dataclasses as dc
+
+            many = [dc.replace(cases[1 + i % (len(cases) - 1)], case_id=f"mem{i:04d}") for i in range(n_mem)]
+            mark = len(samples)
+            segment_cases(many, out + "/memory", predictor, progress=False)
+            trace = samples[mark:]
+            if trace:
+                tenth = trace[: max(1, len(trace) // 10)]
+                dice["memory_batch"] = {
+                    "cases": n_mem,
+                    "rss_mb_first_10pct_max": round(max(tenth), 1),
+                    "rss_mb_last_10pct_max": round(max(trace[-max(1, len(trace) // 10):]), 1),
+                    "rss_mb_max": round(max(trace), 1),
+                }
         labelled = [c for c in cases[1:] if c.label is not None]
         if labelled:
             import nibabel as nib
@@ -175,7 +193,7 @@ def _run_isolated(kind: str, case_dirs: list[str], options: dict) -> dict:
     return res
 
 
-def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("reference", "ours-fp32", "ours-bf16"), bundle=None, threads: int | None = None) -> dict:
+def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("reference", "ours-fp32", "ours-bf16"), bundle=None, threads: int | None = None, memory_batch: int = 0) -> dict:
     """Time the pipelines on ``n`` cases (+1 warm-up) under ``cases_root``; see the module doc."""
     import torch
 
@@ -187,7 +205,7 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
     dirs = [str(c.modality_files()[0].parent) for c in cases]
     results = []
     for kind in pipelines:
-        opts = {"device": device, "bundle": bundle, "threads": threads}
+        opts = {"device": device, "bundle": bundle, "threads": threads, "memory_batch": memory_batch if kind == pipelines[-1] else 0}
         if kind.startswith("ours"):
             parts = kind.split("-")[1].split("+")
             opts.update(precision=parts[0], tta="tta" in parts)

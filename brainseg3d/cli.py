@@ -208,8 +208,11 @@ def _bench(args) -> int:
     from .bench import format_table, run_benchmark
 
     pipelines = args.pipelines.split(",")
-    report = run_benchmark(args.cases_dir, n=args.n, device=args.device, pipelines=pipelines, bundle=args.bundle, threads=args.threads)
+    report = run_benchmark(args.cases_dir, n=args.n, device=args.device, pipelines=pipelines, bundle=args.bundle, threads=args.threads, memory_batch=args.memory_batch)
     print(format_table(report))
+    mem = next((r["memory_batch"] for r in report["results"] if r.get("memory_batch")), None)
+    if mem:
+        print(f"memory over a batch of {mem['cases']} cases: RSS {mem['rss_mb_first_10pct_max']:.0f} MB (first 10 %) -> {mem['rss_mb_last_10pct_max']:.0f} MB (last 10 %)")
     print(f"machine: {report['machine']}; cases: {', '.join(report['cases'][1:])} (warm-up {report['warmup_case']})")
     if args.out:
         from .io import write_json
@@ -334,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--pipelines", default="reference,ours-fp32,ours-bf16", help="comma list: reference, ours-fp32, ours-bf16, ours-bf16+tta, ...")
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--memory-batch", type=int, default=0, help="also segment a batch of N cases (cycled) and report RSS at its start and end")
     s.add_argument("--bundle", default=None)
     s.add_argument("--out", default=None, help="JSON report")
     s.set_defaults(func=_bench)
