@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Optional check (not part of .ci/run): the bundle through MONAI Label's BundleInferTask.
+# The bundle through MONAI Label's BundleInferTask (run by .ci/run before the tests).
 #
 # MONAI Label 0.8.5 pins numpy 1.26, so it gets its own virtual environment (never .venv):
 #   $MONAILABEL_VENV, default /tmp/brainseg3d-monailabel-venv (outside the repo, nothing to ignore).
