@@ -148,7 +148,7 @@ def _segment(args) -> int:
         if shard:
             cases = cases[shard[0] :: shard[1]]
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta,
-                              min_component=args.min_component, register=args.register)
+                              min_component=args.min_component, register=args.register, skull_strip=args.skull_strip)
         results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
                                 colour_table=args.colour_table, progress=not args.quiet)
     from .batch import write_summary
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-component", type=int, default=0, help="drop tumour components smaller than N voxels")
     s.add_argument("--register", default="auto", choices=["auto", "always", "never"],
                    help="rigidly register the modalities to T1c (SimpleITK) when they are on different grids (auto)")
+    s.add_argument("--skull-strip", default="auto", choices=["auto", "never"], help="zero the input outside a brain mask when it does not look skull-stripped (auto)")
     s.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
     s.add_argument("--shard", default=None, metavar="I/N", help="segment only cases I, I+N, ... (0-based; under torchrun: the rank)")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")

@@ -89,6 +89,7 @@ class LoadedCase:
     workdir: str | None = None
     seconds: float = 0.0
     files: list | None = None
+    skull_strip: dict | None = None  # brain extraction report (skullstrip.strip_case)
 
 
 @dataclasses.dataclass
@@ -116,6 +117,10 @@ class Predictor:
         register: ``auto`` registers the modalities (SimpleITK, rigid, mutual information) when
             they are on different grids, ``always`` registers every four-file case, ``never``
             reports different grids as an error.
+        skull_strip: ``auto`` zeroes the four modalities outside a brain mask
+            (:mod:`brainseg3d.skullstrip`, after registration) when the reference modality
+            does not look skull-stripped (:func:`brainseg3d.registration.looks_skull_stripped`);
+            ``never`` leaves the input as it is (BraTS inputs are never stripped in ``auto``).
     """
 
     def __init__(
@@ -128,7 +133,11 @@ class Predictor:
         min_component: int = 0,
         threads: int | None = None,
         register: str = "auto",
+        skull_strip: str = "auto",
     ):
+        if skull_strip not in ("auto", "never"):
+            raise ValueError(f"skull_strip must be auto or never, got {skull_strip!r}")
+        self.skull_strip = skull_strip
         if register not in ("auto", "always", "never"):
             raise ValueError(f"register must be auto, always or never, got {register!r}")
         self.register = register
@@ -254,8 +263,10 @@ class Predictor:
         elif case.image4d is not None:
             reference = nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine, reference.header.copy())
         chain = self.chain(channel_dim)
+        stripped, strip_report, workdir = self._strip(case, reg, workdir)
+        inputs = stripped.modality_files() if stripped is not None else files
         try:
-            data = chain({"image": [str(f) for f in files] if case.image4d is None else str(files[0])})
+            data = chain({"image": [str(f) for f in inputs] if case.image4d is None else str(files[0])})
         except Exception as e:
             raise CaseError(case.case_id, f"cannot read or preprocess: {_root_cause(e)}") from e
         img = data["image"]
@@ -263,7 +274,36 @@ class Predictor:
             raise CaseError(case.case_id, f"expected 4 modality channels, got {img.shape[0]}")
         if not torch.isfinite(img).all():
             raise CaseError(case.case_id, "image holds NaN or infinite values")
-        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files)
+        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report)
+
+    def _strip(self, case: Case, reg, workdir: str | None):
+        """Brain extraction when ``skull_strip="auto"`` and the input does not look skull-stripped.
+
+        Returns ``(stripped case or None, report, workdir)``; the stripped files go to
+        ``<workdir>/skullstrip/`` (a new temporary workdir when there was none).
+        """
+        if self.skull_strip == "never":
+            return None, {"applied": False, "reason": "skull_strip=never"}, workdir
+        if case.image4d is not None:
+            return None, {"applied": False, "reason": "a 4D single-file input is not checked or stripped"}, workdir
+        from .registration import looks_skull_stripped
+
+        if reg is not None:
+            looks, why = reg.report["skull_stripped"]["looks_stripped"], reg.report["skull_stripped"]["reason"]
+        else:
+            looks, why = looks_skull_stripped(case.images["t1ce" if "t1ce" in case.images else "flair"])
+        if looks:
+            return None, {"applied": False, "reason": why}, workdir
+        from .skullstrip import strip_case
+
+        workdir = workdir or tempfile.mkdtemp(prefix=f"brainseg3d-{case.case_id}-")
+        try:
+            result = strip_case(case, Path(workdir) / "skullstrip")
+        except Exception:
+            shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
+            raise
+        logger.info("%s: skull-stripped, brain mask %.0f ml", case.case_id, result.report["brain_ml"])
+        return result.case, {**result.report, "reason": why}, workdir
 
     def segment_loaded(self, loaded: LoadedCase) -> Prediction:
         """Segment a :class:`LoadedCase`; the mask goes on the input grid (for a registered
@@ -293,6 +333,10 @@ class Predictor:
                 pred.background = Path(loaded.files[-1])  # FLAIR, or the 4D file
             stripped = _looks_skull_stripped(loaded.data["image"])
             pred.report["skull_stripped"] = stripped
+            if loaded.skull_strip is not None:
+                pred.report["skull_strip"] = loaded.skull_strip
+                if loaded.skull_strip.get("warning"):
+                    pred.report.setdefault("warnings", []).append(loaded.skull_strip["warning"])
             if not stripped:
                 msg = "input does not look skull-stripped; the model was trained on skull-stripped BraTS images"
                 pred.report.setdefault("warnings", []).append(msg)

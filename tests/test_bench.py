@@ -1,0 +1,29 @@
+"""The benchmark command runs both pipelines end to end and reports what it promises
+(timings are not asserted: speed targets live in the benchmark docs, not in unit tests)."""
+
+import json
+import shutil
+
+from brainseg3d.cli import main
+
+from .conftest import SAMPLE
+
+
+def test_bench_smoke(tmp_path, capsys):
+    src = tmp_path / "cases"
+    for i in range(2):
+        dst = src / f"Bench_{i}"
+        dst.mkdir(parents=True)
+        for f in SAMPLE.glob("*.nii.gz"):
+            shutil.copy(f, dst / f.name.replace("Brats18_2013_20_1", f"Bench_{i}"))
+    out = tmp_path / "bench.json"
+    rc = main(["bench", str(src), "--n", "1", "--pipelines", "reference,ours-bf16", "--memory-batch", "3", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| reference |" in text and "| ours-bf16 |" in text and "memory over a batch of 3 cases" in text
+    report = json.loads(out.read_text())
+    ref, ours = report["results"]
+    assert ref["n"] == ours["n"] == 1 and ref["median_s"] > 0 and ours["median_s"] > 0
+    assert ours["speedup_vs_reference"] > 0 and ours["peak_rss_mb"] > 0
+    assert 0.0 <= ours["Dice_WT"] <= 1.0  # the sample case has ground truth
+    assert ours["memory_batch"]["cases"] == 3
