@@ -280,7 +280,8 @@ class Predictor:
         """Brain extraction when ``skull_strip="auto"`` and the input does not look skull-stripped.
 
         Returns ``(stripped case or None, report, workdir)``; the stripped files go to
-        ``<workdir>/skullstrip/`` (a new temporary workdir when there was none).
+        ``<workdir>/skullstrip/`` and the mask to ``<workdir>/brain_mask.nii.gz`` (a new
+        temporary workdir when there was none; removed by :meth:`segment_loaded`).
         """
         if self.skull_strip == "never":
             return None, {"applied": False, "reason": "skull_strip=never"}, workdir
@@ -298,7 +299,7 @@ class Predictor:
 
         workdir = workdir or tempfile.mkdtemp(prefix=f"brainseg3d-{case.case_id}-")
         try:
-            result = strip_case(case, Path(workdir) / "skullstrip")
+            result = strip_case(case, Path(workdir) / "skullstrip", mask_path=Path(workdir) / "brain_mask.nii.gz")
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
             raise

@@ -18,26 +18,28 @@ The mask (:func:`brain_mask`), on four modalities already on one grid (e.g. the 
    T1c/FLAIR: all give a low ``f``. Fat (scalp, orbit, marrow) is bright everywhere: high
    ``f``. Voxels where a modality is exactly 0 (outside its field of view after
    registration) ignore that modality.
-3. *Candidates* ``low < f < high`` (0.6 and 1.4).
-4. *Erosion* by ``erode_mm`` (8 mm, Euclidean distance in mm) cuts the bridges between brain
-   and scalp/face through the skull; the *largest connected component* is the brain's core.
-   8 mm, not 3-4: with thick (5.5 mm) raw slices the skull at the vertex is cut tangentially
-   and blurred into the scalp, and 4 mm left the core joined to the scalp there.
-5. *Dilation back* by ``erode_mm + 1`` mm, restricted to the candidates (tissue separated
-   from the core by a non-candidate layer thicker than 1 mm, such as scalp beyond the dark
-   skull, does not come back).
+3. *Candidates* ``low < f < high`` (0.6 and 1.4) that lie deeper than ``skin_mm`` (8 mm)
+   below the surface of the head (Otsu foreground of the reference, holes filled; 3D
+   distance; the in-plane edge of the field of view counts as surface). Scalp + skull are >= ~10 mm thick in adults, scalp alone ~3-7 mm: at the
+   vertex, where thick raw slices cut the skull tangentially and blur it into the scalp,
+   this is what keeps the scalp out.
+4. *Erosion* by ``erode_mm`` (8 mm) cuts the bridges between brain and face/neck/temporal
+   muscle through the skull base and the orbits; the *largest connected component* is the
+   brain's core. (4 mm left the core joined to the scalp and face on TCGA-FG-6692.)
+5. *Dilation back* by ``erode_mm + 4`` mm, restricted to the candidates: tissue separated
+   from the core by more than 4 mm of non-candidates (skull, CSF) does not come back.
 6. *Closing* by ``close_mm`` (6 mm) takes in sulcal CSF and the cortical surface, then the
    holes are filled, in 3D and slice by slice (ventricles, necrotic and enhancing tumour,
-   which can fall outside ``low..high``).
+   which can fall outside ``low..high``), and the largest component is kept.
 
 Every morphological step is a Euclidean distance transform with the image's voxel spacing
-(exact balls in mm, any spacing, linear time). On TCGA-FG-6692 (raw, ~0.9x0.9x5.5 mm,
-registered to a 1 mm T1c grid) the mask is ~1.57 l (BraTS brain masks: ~1.2-1.7 l) in
-~9 s on 2 CPU cores; it holds the tumour and leaves scalp, face and neck out. Known limits:
-it is a heuristic; it is a little tight at the cortex (some sulcal CSF is left out), on the
-top slices (vertex) it loses some cortex, on the lowest (skull base) it can keep a little
-of the fossae, and a tumour that breaks through the skull would be cut. A volume outside
-:data:`PLAUSIBLE_ML` is reported as a warning.
+(exact balls in mm, any spacing, linear time). On TCGA-FG-6692 (raw, ~0.9x0.9x5.5 mm) the
+mask is ~1.56 l on the registered 1 mm T1c grid (~9 s on 2 busy CPU cores), ~1.67 l on the
+native 0.9x0.9x5.5 mm grid (BraTS brain masks: ~1.2-1.7 l); it holds the tumour and leaves
+scalp, face and neck out. Known limits: it is a heuristic, tuned on one raw case; it is a
+little tight at the cortex (some sulcal CSF is left out); at the vertex it loses some
+cortex; at the skull base it can keep a little of the fossae; a tumour that breaks through
+the skull would be cut. A volume outside :data:`PLAUSIBLE_ML` is reported as a warning.
 
 Only apply it to inputs that are *not* skull-stripped
 (:func:`brainseg3d.registration.looks_skull_stripped`): on BraTS images the zero background
@@ -77,6 +79,10 @@ LOW, HIGH = 0.6, 1.4
 ERODE_MM = 8.0
 #: closing radius (mm) that takes in sulcal CSF and the cortical surface
 CLOSE_MM = 6.0
+#: minimum depth (mm) of brain below the skin: scalp + skull are >= ~10 mm in adults
+SKIN_MM = 8.0
+#: the core is dilated back by erode_mm + this (mm), within the candidates
+RECON_EXTRA_MM = 4.0
 #: brain volumes (ml) outside this range get a warning in the report (adult brains and
 #: BraTS brain masks: ~1.1-1.8 l; a scan may cut off part of the brain)
 PLAUSIBLE_ML = (800.0, 2200.0)
@@ -139,6 +145,14 @@ def _largest_component(m: np.ndarray) -> np.ndarray:
     return lab == (1 + int(np.argmax(sizes)))
 
 
+def _fill_holes(m: np.ndarray) -> np.ndarray:
+    """Fill holes in 3D, then slice by slice (holes open through the volume's top or bottom)."""
+    m = ndi.binary_fill_holes(m)
+    for z in range(m.shape[0]):
+        m[z] = ndi.binary_fill_holes(m[z])
+    return m
+
+
 def _dilate(m: np.ndarray, mm: float, spacing: np.ndarray) -> np.ndarray:
     """Dilation by a ball of ``mm`` (distance from the mask <= mm)."""
     if not m.any():
@@ -162,6 +176,7 @@ def brain_mask(
     high: float = HIGH,
     erode_mm: float = ERODE_MM,
     close_mm: float = CLOSE_MM,
+    skin_mm: float = SKIN_MM,
     info: dict | None = None,
 ) -> sitk.Image:
     """A brain mask for a head scan that still has skull and scalp (method: module docstring).
@@ -175,6 +190,8 @@ def brain_mask(
         low, high: the tissue-ratio window (ratio to each modality's brain intensity).
         erode_mm: erosion radius that separates the brain from the scalp, mm.
         close_mm: closing radius, mm.
+        skin_mm: candidates must lie deeper than this below the head's surface, mm
+            (0: no such rule).
         info: if given, filled with the numbers behind the mask (brain intensities, volumes).
 
     Returns:
@@ -202,16 +219,20 @@ def brain_mask(
             r[raw == 0] = np.inf  # outside this modality's field of view: ignore it
         ratio = r if ratio is None else np.minimum(ratio, r)
     cand = (ratio > low) & (ratio < high)
+    if skin_mm > 0:  # brain lies deeper than scalp + skull below the skin (3D, in mm)
+        head = sitk.GetArrayFromImage(sitk.OtsuThreshold(sitk.Cast(ref, sitk.sitkFloat32), 0, 1)).astype(bool)
+        head = _fill_holes(_largest_component(head))
+        # a head cut by the in-plane field of view ends at its edge (not so through-plane:
+        # the volume's top and bottom slices may hold brain)
+        depth = ndi.distance_transform_edt(np.pad(head, ((0, 0), (1, 1), (1, 1))), sampling=spacing)
+        cand &= depth[:, 1:-1, 1:-1] > skin_mm
     core = _largest_component(_erode(cand, erode_mm, spacing))
     if not core.any():
         raise ValueError("no brain found (no tissue left after erosion)")
     core_ml = float(core.sum() * np.prod(spacing) / 1000)
-    brain = _dilate(core, erode_mm + 1.0, spacing) & cand
+    brain = _dilate(core, erode_mm + RECON_EXTRA_MM, spacing) & cand
     brain = _erode(_dilate(brain, close_mm, spacing), close_mm, spacing)
-    brain = ndi.binary_fill_holes(brain)
-    for z in range(brain.shape[0]):
-        brain[z] = ndi.binary_fill_holes(brain[z])
-    brain = _largest_component(brain)
+    brain = _largest_component(_fill_holes(brain))
     out = sitk.GetImageFromArray(brain.astype(np.uint8))
     out.CopyInformation(ref)
     if info is not None:
@@ -221,6 +242,7 @@ def brain_mask(
                 "window": [low, high],
                 "erode_mm": erode_mm,
                 "close_mm": close_mm,
+                "skin_mm": skin_mm,
                 "core_ml": round(core_ml, 1),
                 "brain_ml": round(float(brain.sum() * np.prod(spacing) / 1000), 1),
             }
