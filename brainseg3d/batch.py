@@ -49,7 +49,7 @@ def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: s
     write_json(pred.report, out_dir / f"{case_id}.json")
     if preview:
         title = f"{case_id}  WT {pred.report['volumes']['whole_tumour_ml']:.1f} ml"
-        write_preview(_background(pred), np.asarray(pred.label.dataobj), out_dir / f"{case_id}.png", title=title, labels_scheme=labels)
+        write_preview(_background(pred), np.asarray(pred.label.dataobj), out_dir / f"{case_id}.png", title=title, labels_scheme=labels, affine=pred.label.affine)
     save_label_image(pred.label, path)
     return path
 

@@ -114,13 +114,21 @@ def write_preview(
     labels_scheme: str = "brats",
     n_slices: int = 6,
     alpha: float = 0.45,
+    affine: np.ndarray | None = None,
 ) -> Path:
     """A PNG montage of axial slices through the tumour with a coloured overlay and a legend.
 
     Args:
         image: one 3D modality (e.g. FLAIR), on the same grid as ``labels``.
         labels: the 3D label map.
+        affine: the grid's voxel-to-world affine: the views are turned to RAS first, so they
+            show anterior up and the patient's left on the left (neurological convention),
+            whatever the file's orientation.
     """
+    if affine is not None:
+        ornt = nib.orientations.io_orientation(affine)
+        image = nib.orientations.apply_orientation(image, ornt)
+        labels = nib.orientations.apply_orientation(labels, ornt)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,10 +136,12 @@ def write_preview(
     from matplotlib.patches import Patch
 
     names = LABEL_NAMES[labels_scheme]
-    z_any = np.nonzero(labels.any(axis=(0, 1)))[0]
-    if z_any.size == 0:
-        z_any = np.nonzero(image.any(axis=(0, 1)))[0]
-    zs = np.unique(np.linspace(z_any.min(), z_any.max(), n_slices).round().astype(int)) if z_any.size else [image.shape[2] // 2]
+    z_tumour = np.nonzero(labels)[2]
+    if z_tumour.size:  # slices through the bulk of the tumour (5th-95th percentile of its voxels)
+        zs = np.unique(np.percentile(z_tumour, np.linspace(5, 95, n_slices)).round().astype(int))
+    else:
+        z_brain = np.nonzero(image.any(axis=(0, 1)))[0]
+        zs = np.unique(np.linspace(z_brain.min(), z_brain.max(), n_slices + 2)[1:-1].round().astype(int)) if z_brain.size else [image.shape[2] // 2]
     fig, axes = plt.subplots(1, len(zs), figsize=(2.6 * len(zs), 3.2))
     axes = np.atleast_1d(axes)
     lo, hi = np.percentile(image[image != 0], (1, 99)) if (image != 0).any() else (0, 1)
