@@ -186,7 +186,7 @@ def _evaluate(args) -> int:
 def _compare(args) -> int:
     from .compare import compare
 
-    rows = compare(args.configs, minutes=args.minutes, out_dir=args.output, report=args.out, dataset_dir=args.dataset_dir)
+    rows = compare(args.configs, minutes=args.minutes, out_dir=args.output, report=args.out, dataset_dir=args.dataset_dir, threads=args.threads)
     if args.out:
         print(Path(args.out).read_text())
     return 0 if rows else 1
@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compare", help="train configs under one time budget and score them on the test split")
     s.add_argument("configs", nargs="+")
-    s.add_argument("--minutes", type=float, default=8.0)
+    s.add_argument("--minutes", type=float, default=8.0, help="CPU minutes of training per config")
+    s.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is a fair budget on a busy machine)")
     s.add_argument("--output", default="runs/compare")
     s.add_argument("--out", default=None, help="Markdown table")
     s.add_argument("--dataset-dir", default=None)

@@ -73,8 +73,14 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "testing", datalist: s
     return {"split": split, "cases": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}}
 
 
-def compare(configs: list[str], minutes: float = 8.0, out_dir: str | os.PathLike = "runs/compare", report: str | os.PathLike | None = None, dataset_dir=None) -> list[dict]:
-    """Train each config for ``minutes`` and score it on the test split; write a Markdown table."""
+def compare(configs: list[str], minutes: float = 8.0, out_dir: str | os.PathLike = "runs/compare", report: str | os.PathLike | None = None, dataset_dir=None, threads: int | None = 1) -> list[dict]:
+    """Train each config for ``minutes`` of CPU time and score it on the test split; write a Markdown table.
+
+    ``threads=1`` (the default) makes CPU time an honest budget even on a busy machine: with
+    several threads per process, waiting threads spin and count as CPU time when cores are shared.
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
     out_dir = Path(out_dir)
     rows = []
     for cfg in configs:
@@ -90,7 +96,7 @@ def compare(configs: list[str], minutes: float = 8.0, out_dir: str | os.PathLike
 
 def write_table(rows: list[dict], path: str | os.PathLike, minutes: float) -> None:
     lines = [
-        f"Each model trained for the same {minutes:g} minutes of process CPU time on the same patient split (`data_lists/brats2018.json`); "
+        f"Each model trained for the same {minutes:g} minutes of process CPU time (one thread) on the same patient split (`data_lists/brats2018.json`); "
         "best validation checkpoint scored per volume on the held-out test patients. Inference s/case: the network on the cropped volume, fp32.",
         "",
         "| model | params | epochs | train CPU min | val Dice (mean) | test Dice WT | TC | ET | test HD95 WT | TC | ET | inference s/case |",

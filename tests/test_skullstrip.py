@@ -6,11 +6,14 @@ TCGA-FG-6692_raw: four raw, unregistered scans with skull, scalp, face and neck
 Bounds:
 - brain mask 900-1800 ml: adult brains are ~1.1-1.5 l, BraTS brain masks (which keep some
   CSF) 1.17-1.73 l on the shared cases; the scan may cut off a little of the vertex.
-- whole tumour 5-300 ml: glioma WT volumes are typically ~10-250 ml. The shipped model
-  gives ~205 ml here after stripping (the real lesion, a ring-enhancing mass with oedema, is
-  ~65 ml of it; the rest are false positives of the model in the cerebellum and the temporal
-  lobes, which stay inside the brain); without stripping it gave ~565 ml all over
-  scalp, face and background, which these bounds reject.
+- whole tumour 5-150 ml: glioma WT volumes are typically ~10-250 ml, and this lesion is a
+  small one: a ~3 cm ring-enhancing mass with some FLAIR oedema, ~20-60 ml by eye. With the
+  shipped weights (epoch 38) the stripped case gives ~37 ml (the lesion ~21 ml, plus a few
+  small false positives of <5 ml each at the skull base and temporal lobe, all inside the
+  brain); without stripping (``--skull-strip never``) the same weights give ~195 ml, part of
+  it on the scalp and face, which the upper bound (and the inside-the-brain check) reject.
+  (Older weights gave ~570 ml unstripped and ~190 ml stripped, most of it false positives
+  in the cerebellum and temporal lobes: the bound is tied to a model of the current quality.)
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def test_segment_tcga_raw(predictor):
     lab = np.asarray(pred.label.dataobj)
     assert lab.any()
     wt = pred.report["volumes"]["whole_tumour_ml"]
-    assert 5 <= wt <= 300, pred.report["volumes"]
+    assert 5 <= wt <= 150, pred.report["volumes"]
     assert not (lab.astype(bool) & ~brain).any(), "tumour voxels outside the brain mask"
     rep = pred.report["skull_strip"]
     assert rep["applied"] is True and 900 <= rep["brain_ml"] <= 1800
