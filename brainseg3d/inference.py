@@ -263,10 +263,28 @@ class Predictor:
         elif case.image4d is not None:
             reference = nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine, reference.header.copy())
         chain = self.chain(channel_dim)
-        stripped, strip_report, workdir = self._strip(case, reg, workdir)
-        inputs = stripped.modality_files() if stripped is not None else files
         try:
-            data = chain({"image": [str(f) for f in inputs] if case.image4d is None else str(files[0])})
+            data = self._preprocess(chain, case, files)
+            # brain extraction only for inputs that do not look skull-stripped: registered raw
+            # scans (checked during registration) or a preprocessed image whose brain box is full
+            if self.skull_strip == "never":
+                looks, strip_report = True, {"applied": False, "reason": "skull_strip=never"}
+            else:
+                looks = reg.report["skull_stripped"]["looks_stripped"] if reg is not None else _looks_skull_stripped(data["image"])
+                strip_report = {"applied": False, "reason": "input looks skull-stripped"}
+            if not looks:
+                stripped, strip_report, workdir = self._strip(case, reg, workdir)
+                if stripped is not None:
+                    data = self._preprocess(chain, case, stripped.modality_files())
+        except Exception:
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
+            raise
+        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report)
+
+    def _preprocess(self, chain, case: Case, files) -> dict:
+        try:
+            data = chain({"image": [str(f) for f in files] if case.image4d is None else str(files[0])})
         except Exception as e:
             raise CaseError(case.case_id, f"cannot read or preprocess: {_root_cause(e)}") from e
         img = data["image"]
@@ -274,7 +292,7 @@ class Predictor:
             raise CaseError(case.case_id, f"expected 4 modality channels, got {img.shape[0]}")
         if not torch.isfinite(img).all():
             raise CaseError(case.case_id, "image holds NaN or infinite values")
-        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report)
+        return data
 
     def _strip(self, case: Case, reg, workdir: str | None):
         """Brain extraction when ``skull_strip="auto"`` and the input does not look skull-stripped.
@@ -293,16 +311,12 @@ class Predictor:
             looks, why = reg.report["skull_stripped"]["looks_stripped"], reg.report["skull_stripped"]["reason"]
         else:
             looks, why = looks_skull_stripped(case.images["t1ce" if "t1ce" in case.images else "flair"])
-        if looks:
+        if looks:  # the reference file's own check overrules the quick one on the brain box
             return None, {"applied": False, "reason": why}, workdir
         from .skullstrip import strip_case
 
         workdir = workdir or tempfile.mkdtemp(prefix=f"brainseg3d-{case.case_id}-")
-        try:
-            result = strip_case(case, Path(workdir) / "skullstrip", mask_path=Path(workdir) / "brain_mask.nii.gz")
-        except Exception:
-            shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
-            raise
+        result = strip_case(case, Path(workdir) / "skullstrip", mask_path=Path(workdir) / "brain_mask.nii.gz")
         logger.info("%s: skull-stripped, brain mask %.0f ml", case.case_id, result.report["brain_ml"])
         return result.case, {**result.report, "reason": why}, workdir
 

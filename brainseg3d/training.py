@@ -193,17 +193,24 @@ def _region_output(i: int):
 
 def _init_distributed(dev: torch.device) -> tuple[bool, int, torch.device]:
     """Under ``torchrun`` (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False, 0, dev
+    import ignite.distributed as idist
     import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if not dist.is_initialized() and idist.model_name() != "serial":
+            # a process group someone else destroyed (e.g. an earlier workflow in this process):
+            # ignite still believes it is distributed; put it back to serial
+            from ignite.distributed.comp_models import _SerialModel
+            from ignite.distributed.utils import _set_model
+
+            _set_model(_SerialModel())
+        return False, 0, dev
 
     if dev.type == "cuda":
         dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    import ignite.distributed as idist
-
     idist.sync()  # ignite sets up its (collective) context now, on every rank, not lazily on rank 0
     return True, dist.get_rank(), dev
 

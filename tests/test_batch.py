@@ -47,7 +47,8 @@ def bad_batch(tmp_path_factory):
 
 def test_bad_inputs_named_and_batch_goes_on(bad_batch, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["segment", str(bad_batch), str(out), "--precision", "fp32", "--quiet"])
+    # --register never: grids that differ are an error (auto would register them, tested elsewhere)
+    rc = main(["segment", str(bad_batch), str(out), "--precision", "fp32", "--quiet", "--register", "never"])
     cap = capsys.readouterr()
     assert rc == 1
     assert cap.out.strip().splitlines() == [str(out / "Good_001.nii.gz")]
