@@ -63,8 +63,10 @@ def make_case(tmp_path):
     return make
 
 
-def copy_case(src: Path, dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        shutil.copy(f, dst / f.name)
+def copy_sample(dst_root: Path, case_id: str) -> Path:
+    """Copy the shipped sample case to ``dst_root/case_id`` under a new case id."""
+    dst = dst_root / case_id
+    dst.mkdir(parents=True)
+    for f in SAMPLE.glob("*.nii.gz"):
+        shutil.copy(f, dst / f.name.replace(SAMPLE.name, case_id))
     return dst

@@ -3,7 +3,6 @@ resume, atomic writes (a killed batch leaves no partial mask)."""
 
 import gzip
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,29 +14,20 @@ import pytest
 
 from brainseg3d.cli import main
 
-from .conftest import SAMPLE, copy_case
-
-
-def _sample_copy(dst_root, case_id):
-    dst = dst_root / case_id
-    dst.mkdir(parents=True)
-    for f in SAMPLE.iterdir():
-        if f.name.endswith(".nii.gz"):
-            shutil.copy(f, dst / f.name.replace("Brats18_2013_20_1", case_id))
-    return dst
+from .conftest import copy_sample
 
 
 @pytest.fixture(scope="module")
 def bad_batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    _sample_copy(root, "Good_001")
-    (_sample_copy(root, "Missing_001") / "Missing_001_t2.nii.gz").unlink()
-    trunc = _sample_copy(root, "Truncated_001") / "Truncated_001_flair.nii.gz"
+    copy_sample(root, "Good_001")
+    (copy_sample(root, "Missing_001") / "Missing_001_t2.nii.gz").unlink()
+    trunc = copy_sample(root, "Truncated_001") / "Truncated_001_flair.nii.gz"
     trunc.write_bytes(trunc.read_bytes()[: trunc.stat().st_size // 2])
-    grid = _sample_copy(root, "Grid_001") / "Grid_001_t1.nii.gz"
+    grid = copy_sample(root, "Grid_001") / "Grid_001_t1.nii.gz"
     img = nib.load(str(grid))
     nib.save(img.slicer[2:, :, :], str(grid))
-    nan = _sample_copy(root, "Nan_001") / "Nan_001_t1ce.nii.gz"
+    nan = copy_sample(root, "Nan_001") / "Nan_001_t1ce.nii.gz"
     img = nib.load(str(nan))
     arr = np.asarray(img.dataobj).astype(np.float32)
     arr[10:20, 10:20, 10:20] = np.nan
@@ -67,7 +57,7 @@ def test_bad_inputs_named_and_batch_goes_on(bad_batch, tmp_path, capsys):
 
 def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
     src = tmp_path / "in"
-    _sample_copy(src, "Case_A")
+    copy_sample(src, "Case_A")
     out = tmp_path / "out"
     assert main(["segment", str(src), str(out), "--quiet", "--preview", "--colour-table"]) == 0
     mtime = (out / "Case_A.nii.gz").stat().st_mtime_ns
@@ -84,7 +74,7 @@ def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
 def test_killed_batch_leaves_no_partial_mask(tmp_path):
     src = tmp_path / "in"
     for i in range(4):
-        _sample_copy(src, f"Kill_{i:03d}")
+        copy_sample(src, f"Kill_{i:03d}")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "brainseg3d", "segment", str(src), str(out), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -2,20 +2,16 @@
 (timings are not asserted: speed targets live in the benchmark docs, not in unit tests)."""
 
 import json
-import shutil
 
 from brainseg3d.cli import main
 
-from .conftest import SAMPLE
+from .conftest import copy_sample
 
 
 def test_bench_smoke(tmp_path, capsys):
     src = tmp_path / "cases"
     for i in range(2):
-        dst = src / f"Bench_{i}"
-        dst.mkdir(parents=True)
-        for f in SAMPLE.glob("*.nii.gz"):
-            shutil.copy(f, dst / f.name.replace("Brats18_2013_20_1", f"Bench_{i}"))
+        copy_sample(src, f"Bench_{i}")
     out = tmp_path / "bench.json"
     rc = main(["bench", str(src), "--n", "1", "--pipelines", "reference,ours-bf16", "--memory-batch", "3", "--out", str(out)])
     assert rc == 0

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from brainseg3d.cli import main, parse_shard
 from brainseg3d.data.datalist import make_datalist, write_datalist
 
-from .conftest import BRATS2018, REPO, SAMPLE
+from .conftest import BRATS2018, REPO, copy_sample
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -61,10 +60,7 @@ def test_parse_shard(monkeypatch):
 def test_sharded_inference_matches_single_process(tmp_path):
     src = tmp_path / "in"
     for i in range(3):
-        dst = src / f"Shard_{i}"
-        dst.mkdir(parents=True)
-        for f in SAMPLE.glob("*.nii.gz"):
-            shutil.copy(f, dst / f.name.replace("Brats18_2013_20_1", f"Shard_{i}"))
+        copy_sample(src, f"Shard_{i}")
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert main(["segment", str(src), str(single), "--quiet", "--precision", "fp32"]) == 0
     cmd = TORCHRUN + ["-m", "brainseg3d", "segment", str(src), str(sharded), "--quiet", "--precision", "fp32"]
