@@ -1,13 +1,16 @@
 """Segment many cases: resume, atomic writes, per-case errors, overlapped I/O.
 
-While case *i* is inferred, case *i+1* is read and preprocessed in a background thread
-(gzip decoding releases the GIL) and case *i-1* is written in another, so a batch runs at the
-speed of the slowest stage rather than the sum of them. Memory stays flat: at most one case
-is loading, one computing and one writing at any time.
+While case *i* is inferred, the next cases are read and preprocessed in background threads
+(gzip decoding, numpy and torch release the GIL) and finished masks are written in others, so a
+batch runs at the speed of the slowest stage rather than the sum of them. On a CPU one loader
+thread is enough (inference is the slow stage); on a GPU, reading and writing are, so several
+cases load at once (``workers``). Memory stays flat: at most ``workers`` cases are loading, one
+computing and ``2 * writers`` masks queued for writing at any time.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -24,7 +27,7 @@ from .data.cases import Case, CaseError
 from .inference import Prediction, Predictor
 from .io import save_label_image, write_colour_table, write_json, write_preview
 
-__all__ = ["CaseResult", "segment_cases", "output_path", "write_summary", "merge_summaries"]
+__all__ = ["CaseResult", "default_workers", "segment_cases", "output_path", "write_summary", "merge_summaries"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,14 @@ def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: s
     return path
 
 
+def default_workers(predictor: Predictor) -> int:
+    """Loader threads for a batch: 1 on CPU (inference is the slow stage and owns the cores);
+    on a GPU, where reading and writing are the slow stages, one per spare CPU core, up to 8."""
+    if predictor.device.type == "cpu":
+        return 1
+    return max(2, min(8, (os.cpu_count() or 2) - 2))
+
+
 def segment_cases(
     cases: Sequence[Case],
     out_dir: str | os.PathLike,
@@ -63,11 +74,17 @@ def segment_cases(
     colour_table: bool = False,
     progress: bool = True,
     prefetch: bool = True,
+    workers: int | None = None,
 ) -> list[CaseResult]:
     """Segment ``cases`` into ``out_dir`` (``<case>.nii.gz`` + ``<case>.json`` [+ ``<case>.png``]).
 
     A case that fails is reported with its reason and the batch goes on. Existing outputs are
     skipped unless ``overwrite``.
+
+    Args:
+        workers: cases read and preprocessed in parallel (threads) ahead of the one being
+            inferred; half as many threads write. ``None``: :func:`default_workers`.
+        prefetch: ``False`` reads each case only when it is its turn (no look-ahead).
 
     Returns:
         One :class:`CaseResult` per case, in input order.
@@ -87,34 +104,50 @@ def segment_cases(
             todo.append(c)
 
 
+    workers = default_workers(predictor) if workers is None else max(1, int(workers))
+    n_writers = max(1, workers // 2)
     bar = tqdm(total=len(todo), desc="segment", unit="case", disable=not progress, file=sys.stderr)
-    with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
-        pending_load: Future | None = loader.submit(predictor.load, todo[0]) if todo and prefetch else None
-        writes: list[tuple[str, Future, float]] = []
-        for i, case in enumerate(todo):
-            t0 = time.perf_counter()
-            try:
-                if prefetch:
-                    fut = pending_load
-                    pending_load = loader.submit(predictor.load, todo[i + 1]) if i + 1 < len(todo) else None
-                    loaded = fut.result()
-                else:
-                    loaded = predictor.load(case)
-                pred = predictor.segment_loaded(loaded)
-                writes.append((case.case_id, writer.submit(_write, pred, case, out_dir, preview, predictor.labels), t0))
-            except Exception as e:  # one bad case must not stop the batch
-                msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
-                logger.error("%s: %s", case.case_id, msg)
-                results[case.case_id] = CaseResult(case.case_id, "failed", error=msg)
-            bar.update(1)
-            bar.set_postfix_str(case.case_id)
-        for case_id, fut, t0 in writes:
+    with ThreadPoolExecutor(workers, thread_name_prefix="load") as loader, ThreadPoolExecutor(n_writers, thread_name_prefix="write") as writer:
+        # look-ahead: up to `workers` cases are read and preprocessed while one is inferred
+        ahead = workers if prefetch else 0
+        loads: collections.deque[Future] = collections.deque(loader.submit(predictor.load, c) for c in todo[:ahead])
+        writes: collections.deque[tuple[str, Future, float]] = collections.deque()
+
+        def finish_write():
+            case_id, fut, t0 = writes.popleft()
             try:
                 path = fut.result()
                 results[case_id] = CaseResult(case_id, "ok", str(path), seconds=round(time.perf_counter() - t0, 3))
             except Exception as e:
                 logger.error("%s: writing failed: %s", case_id, e)
                 results[case_id] = CaseResult(case_id, "failed", error=f"writing failed: {e}")
+
+        for i, case in enumerate(todo):
+            t0 = time.perf_counter()
+            try:
+                if prefetch:
+                    fut = loads.popleft()
+                    if i + ahead < len(todo):
+                        loads.append(loader.submit(predictor.load, todo[i + ahead]))
+                    loaded = fut.result()
+                else:
+                    loaded = predictor.load(case)
+                pred = predictor.segment_loaded(loaded)
+                del loaded
+                pred.image = None  # the writer needs only the mask: keep queued memory small
+                writes.append((case.case_id, writer.submit(_write, pred, case, out_dir, preview, predictor.labels), t0))
+                del pred
+            except Exception as e:  # one bad case must not stop the batch
+                msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
+                logger.error("%s: %s", case.case_id, msg)
+                results[case.case_id] = CaseResult(case.case_id, "failed", error=msg)
+            # back-pressure: when writing is slower than inference, wait instead of queueing masks
+            while writes and (writes[0][1].done() or len(writes) > 2 * n_writers):
+                finish_write()
+            bar.update(1)
+            bar.set_postfix_str(case.case_id)
+        while writes:
+            finish_write()
     bar.close()
     return [results[c.case_id] for c in cases]
 

@@ -132,29 +132,37 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
 
         precision, tta = options["precision"], options.get("tta", False)
         predictor = Predictor(options.get("bundle"), device=options.get("device", "auto"), precision=precision, tta=tta)
+        workers = options.get("workers")
         segment_cases(cases[:1], out + "/warmup", predictor, progress=False)
         # per-case end-to-end: one case at a time through the batch runner (load + infer + write)
         for c in cases[1:]:
             t0 = time.perf_counter()
-            segment_cases([c], out, predictor, progress=False, overwrite=True)
+            segment_cases([c], out, predictor, progress=False, overwrite=True, workers=workers)
             times.append(time.perf_counter() - t0)
         # batch throughput with prefetch / background writes over the same cases
         t0 = time.perf_counter()
-        segment_cases(cases[1:], out + "/batch", predictor, progress=False)
+        segment_cases(cases[1:], out + "/batch", predictor, progress=False, workers=workers)
         batch_s = (time.perf_counter() - t0) / max(1, len(cases) - 1)
         dice["batch_seconds_per_case"] = batch_s
+        dice["workers"] = workers
         n_mem = int(options.get("memory_batch") or 0)
         if n_mem:
             import dataclasses as dc
 
             many = [dc.replace(cases[1 + i % (len(cases) - 1)], case_id=f"mem{i:04d}") for i in range(n_mem)]
             mark = len(samples)
-            segment_cases(many, out + "/memory", predictor, progress=False)
+            t0 = time.perf_counter()
+            res = segment_cases(many, out + "/memory", predictor, progress=False, workers=workers)
+            elapsed = time.perf_counter() - t0
             trace = samples[mark:]
             if trace:
                 tenth = trace[: max(1, len(trace) // 10)]
                 dice["memory_batch"] = {
                     "cases": n_mem,
+                    "ok": sum(r.status == "ok" for r in res),
+                    "seconds": round(elapsed, 2),
+                    "cases_per_s": round(n_mem / elapsed, 3),
+                    "rss_mb_trace": [round(trace[int(j * (len(trace) - 1) / 19)], 1) for j in range(20)],
                     "rss_mb_first_10pct_max": round(max(tenth), 1),
                     "rss_mb_last_10pct_max": round(max(trace[-max(1, len(trace) // 10):]), 1),
                     "rss_mb_max": round(max(trace), 1),
@@ -193,7 +201,7 @@ def _run_isolated(kind: str, case_dirs: list[str], options: dict) -> dict:
     return res
 
 
-def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("reference", "ours-fp32", "ours-bf16"), bundle=None, threads: int | None = None, memory_batch: int = 0) -> dict:
+def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("reference", "ours-fp32", "ours-bf16"), bundle=None, threads: int | None = None, memory_batch: int = 0, workers: int | None = None) -> dict:
     """Time the pipelines on ``n`` cases (+1 warm-up) under ``cases_root``; see the module doc."""
     import torch
 
@@ -205,7 +213,7 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
     dirs = [str(c.modality_files()[0].parent) for c in cases]
     results = []
     for kind in pipelines:
-        opts = {"device": device, "bundle": bundle, "threads": threads, "memory_batch": memory_batch if kind == pipelines[-1] else 0}
+        opts = {"device": device, "bundle": bundle, "threads": threads, "workers": workers, "memory_batch": memory_batch if kind == pipelines[-1] else 0}
         if kind.startswith("ours"):
             parts = kind.split("-")[1].split("+")
             opts.update(precision=parts[0], tta="tta" in parts)
@@ -219,7 +227,8 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
         if ref and r["median_s"]:
             r["speedup_vs_reference"] = round(ref["median_s"] / r["median_s"], 2)
     return {
-        "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {threads or torch.get_num_threads()}",
+        "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {threads or torch.get_num_threads()}"
+        + (f", GPU {torch.cuda.get_device_name()}" if str(device).startswith("cuda") and torch.cuda.is_available() else ""),
         "device": device,
         "cases": [c.case_id for c in cases],
         "warmup_case": cases[0].case_id,

@@ -150,7 +150,7 @@ def _segment(args) -> int:
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta,
                               min_component=args.min_component, register=args.register, skull_strip=args.skull_strip)
         results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
-                                colour_table=args.colour_table, progress=not args.quiet)
+                                colour_table=args.colour_table, progress=not args.quiet, workers=args.workers)
     from .batch import write_summary
 
     write_summary(results, args.output_dir, shard)
@@ -208,11 +208,11 @@ def _bench(args) -> int:
     from .bench import format_table, run_benchmark
 
     pipelines = args.pipelines.split(",")
-    report = run_benchmark(args.cases_dir, n=args.n, device=args.device, pipelines=pipelines, bundle=args.bundle, threads=args.threads, memory_batch=args.memory_batch)
+    report = run_benchmark(args.cases_dir, n=args.n, device=args.device, pipelines=pipelines, bundle=args.bundle, threads=args.threads, memory_batch=args.memory_batch, workers=args.workers)
     print(format_table(report))
     mem = next((r["memory_batch"] for r in report["results"] if r.get("memory_batch")), None)
     if mem:
-        print(f"memory over a batch of {mem['cases']} cases: RSS {mem['rss_mb_first_10pct_max']:.0f} MB (first 10 %) -> {mem['rss_mb_last_10pct_max']:.0f} MB (last 10 %)")
+        print(f"batch of {mem['cases']} cases: {mem['cases_per_s']:.2f} cases/s; RSS {mem['rss_mb_first_10pct_max']:.0f} MB (first 10 %) -> {mem['rss_mb_last_10pct_max']:.0f} MB (last 10 %), max {mem['rss_mb_max']:.0f} MB")
     print(f"machine: {report['machine']}; cases: {', '.join(report['cases'][1:])} (warm-up {report['warmup_case']})")
     if args.out:
         from .io import write_json
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rigidly register the modalities to T1c (SimpleITK) when they are on different grids (auto)")
     s.add_argument("--skull-strip", default="auto", choices=["auto", "never"], help="zero the input outside a brain mask when it does not look skull-stripped (auto)")
     s.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    s.add_argument("--workers", type=int, default=None,
+                   help="cases read/preprocessed in parallel ahead of inference (default: 1 on CPU, up to 8 on a GPU)")
     s.add_argument("--shard", default=None, metavar="I/N", help="segment only cases I, I+N, ... (0-based; under torchrun: the rank)")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")
@@ -339,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--pipelines", default="reference,ours-fp32,ours-bf16", help="comma list: reference, ours-fp32, ours-bf16, ours-bf16+tta, ...")
     s.add_argument("--threads", type=int, default=None)
-    s.add_argument("--memory-batch", type=int, default=0, help="also segment a batch of N cases (cycled) and report RSS at its start and end")
+    s.add_argument("--memory-batch", type=int, default=0, help="also segment a batch of N cases (cycled) and report RSS at its start and end, and cases/s")
+    s.add_argument("--workers", type=int, default=None, help="loader threads of our batch runner (default: 1 on CPU, up to 8 on a GPU)")
     s.add_argument("--bundle", default=None)
     s.add_argument("--out", default=None, help="JSON report")
     s.set_defaults(func=_bench)
