@@ -16,8 +16,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$py" -m brainseg3d bench "$cases" --n 2 --device cuda --pipelines reference,ours-fp32,ours-bf16 \
     --memory-batch "$nbatch" --out "$out/bench_cuda.json"
 # 2. cases/s against loader threads
-for w in 1 4 8 14; do
+for w in 2 4 8 12; do
     echo "== workers $w"
-    "$py" -m brainseg3d bench "$cases" --n 1 --device cuda --pipelines ours-bf16 --memory-batch 48 \
+    "$py" -m brainseg3d bench "$cases" --n 1 --device cuda --pipelines ours-bf16 --memory-batch 64 \
         --workers "$w" --out "$out/sweep_workers_$w.json" | grep -E "cases/s|ours"
 done

@@ -4,8 +4,10 @@ While case *i* is inferred, the next cases are read and preprocessed in backgrou
 (gzip decoding, numpy and torch release the GIL) and finished masks are written in others, so a
 batch runs at the speed of the slowest stage rather than the sum of them. On a CPU one loader
 thread is enough (inference is the slow stage); on a GPU, reading and writing are, so several
-cases load at once (``workers``). Memory stays flat: at most ``workers`` cases are loading, one
-computing and ``2 * writers`` masks queued for writing at any time.
+cases load at once (``workers``). The main thread runs only the device's part of a case
+(:meth:`Predictor.predict_loaded`); inverting the preprocessing onto the input grid and writing
+happen in the writer threads (:meth:`Predictor.finish_loaded`). Memory stays flat: at most
+``workers`` cases are loading, one computing and ``2 * writers`` queued for writing at any time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .data.cases import Case, CaseError
@@ -43,6 +46,12 @@ class CaseResult:
 
 def output_path(out_dir: str | os.PathLike, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}.nii.gz"
+
+
+def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: Path, preview: bool, t0: float) -> Path:
+    """Writer thread: post-process a predicted case onto its input grid, then write it."""
+    pred = predictor.finish_loaded(loaded, label, t0)
+    return _write(pred, case, out_dir, preview, predictor.labels)
 
 
 def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: str) -> Path:
@@ -106,8 +115,13 @@ def segment_cases(
 
     workers = default_workers(predictor) if workers is None else max(1, int(workers))
     n_writers = max(1, workers // 2)
+    init = {}
+    if predictor.device.type != "cpu":
+        # each pool thread gets its share of the cores for its own torch ops (a new thread
+        # would otherwise start with all cores: N loaders x all cores oversubscribes the CPU)
+        init = dict(initializer=torch.set_num_threads, initargs=(max(1, (os.cpu_count() or 1) // (workers + n_writers)),))
     bar = tqdm(total=len(todo), desc="segment", unit="case", disable=not progress, file=sys.stderr)
-    with ThreadPoolExecutor(workers, thread_name_prefix="load") as loader, ThreadPoolExecutor(n_writers, thread_name_prefix="write") as writer:
+    with ThreadPoolExecutor(workers, thread_name_prefix="load", **init) as loader, ThreadPoolExecutor(n_writers, thread_name_prefix="write", **init) as writer:
         # look-ahead: up to `workers` cases are read and preprocessed while one is inferred
         ahead = workers if prefetch else 0
         loads: collections.deque[Future] = collections.deque(loader.submit(predictor.load, c) for c in todo[:ahead])
@@ -119,8 +133,9 @@ def segment_cases(
                 path = fut.result()
                 results[case_id] = CaseResult(case_id, "ok", str(path), seconds=round(time.perf_counter() - t0, 3))
             except Exception as e:
-                logger.error("%s: writing failed: %s", case_id, e)
-                results[case_id] = CaseResult(case_id, "failed", error=f"writing failed: {e}")
+                msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
+                logger.error("%s: %s", case_id, msg)
+                results[case_id] = CaseResult(case_id, "failed", error=msg)
 
         for i, case in enumerate(todo):
             t0 = time.perf_counter()
@@ -132,16 +147,18 @@ def segment_cases(
                     loaded = fut.result()
                 else:
                     loaded = predictor.load(case)
-                pred = predictor.segment_loaded(loaded)
-                del loaded
-                pred.image = None  # the writer needs only the mask: keep queued memory small
-                writes.append((case.case_id, writer.submit(_write, pred, case, out_dir, preview, predictor.labels), t0))
-                del pred
+                try:
+                    label = predictor.predict_loaded(loaded)  # the device's part; the rest goes to a writer
+                except BaseException:
+                    predictor.discard(loaded)
+                    raise
+                writes.append((case.case_id, writer.submit(_finish_and_write, predictor, loaded, label, case, out_dir, preview, t0), t0))
+                del loaded, label
             except Exception as e:  # one bad case must not stop the batch
                 msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
                 logger.error("%s: %s", case.case_id, msg)
                 results[case.case_id] = CaseResult(case.case_id, "failed", error=msg)
-            # back-pressure: when writing is slower than inference, wait instead of queueing masks
+            # back-pressure: when writing is slower than inference, wait instead of queueing cases
             while writes and (writes[0][1].done() or len(writes) > 2 * n_writers):
                 finish_write()
             bar.update(1)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Invertd
+from monai.transforms import Invertd, NormalizeIntensity
 
 from . import __version__
 from .data.cases import Case, CaseError, channel_layout, inspect_case
@@ -90,6 +90,7 @@ class LoadedCase:
     seconds: float = 0.0
     files: list | None = None
     skull_strip: dict | None = None  # brain extraction report (skullstrip.strip_case)
+    looks_stripped: bool = True  # the (final) input fills < 90 % of its brain box
 
 
 @dataclasses.dataclass
@@ -160,25 +161,50 @@ class Predictor:
         meta = self.bundle / "configs" / "metadata.json"
         self.model_version = __import__("json").loads(meta.read_text()).get("version", "?") if meta.exists() else "?"
         self._chains: dict = {}
+        # on a GPU the z-score runs there (ms instead of ~0.25 s of a loader thread's CPU);
+        # on a CPU it stays in the loader thread, which runs beside inference
+        self.normalize_on_device = self.device.type != "cpu"
+        self._normalizer = NormalizeIntensity(nonzero=True, channel_wise=True)
 
     def chain(self, channel_dim=None, load: bool = True):
-        """The preprocessing chain (cached per input layout)."""
+        """The preprocessing chain (cached per input layout); without the z-score when
+        :attr:`normalize_on_device` (then :meth:`predict` applies it on the device)."""
         key = (channel_dim, load)
         if key not in self._chains:
-            self._chains[key] = preprocessing(["image"], load=load, channel_dim=channel_dim)
+            norm = None if self.normalize_on_device else "zscore"
+            self._chains[key] = preprocessing(["image"], load=load, channel_dim=channel_dim, normalize=norm)
         return self._chains[key]
 
-    @torch.inference_mode()
-    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """Sigmoid region probabilities ``[3, H, W, D]`` for a preprocessed ``[4, H, W, D]``."""
+    def _input(self, image: torch.Tensor) -> torch.Tensor:
         x = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-        x = x[None].to(self.device, torch.float32)
+        x = x.to(self.device, torch.float32, non_blocking=True)
+        if self.normalize_on_device:
+            x = self._normalizer(x)
+        return x[None]
+
+    @torch.inference_mode()
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         prob = torch.sigmoid(self.network(x))
         if self.tta:
             for dims in ((2,), (3,), (2, 3)):
                 prob += torch.sigmoid(self.network(x.flip(dims))).flip(dims)
             prob /= 4
-        return prob[0].cpu()
+        return prob[0]
+
+    @torch.inference_mode()
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """Sigmoid region probabilities ``[3, H, W, D]`` (CPU) for a preprocessed ``[4, H, W, D]``."""
+        return self._probabilities(self._input(image)).cpu()
+
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """The device part of a case: preprocessed ``[4, H, W, D]`` -> uint8 BraTS label map
+        ``[1, H, W, D]`` on the CPU, in the preprocessed (cropped, RAS) space. Thresholding
+        and label assembly run on the device, so only a uint8 map crosses back."""
+        regions = self._probabilities(self._input(image)) > 0.5
+        if self.min_component > 0:
+            regions = self._cleanup(regions.cpu())
+        return RegionsToLabels(self.et_label)(regions).cpu()
 
     def _cleanup(self, regions: torch.Tensor) -> torch.Tensor:
         if self.min_component <= 0:
@@ -196,10 +222,13 @@ class Predictor:
     def segment_data(self, data: dict, chain, reference: nib.Nifti1Image | None = None, case_id: str = "case") -> Prediction:
         """Segment one preprocessed dict (output of ``chain``); return the label on the input grid."""
         t0 = time.perf_counter()
+        label = self.predict(data["image"])
+        return self._finish(label, data, chain, reference, case_id, t0)
+
+    def _finish(self, label: torch.Tensor, data: dict, chain, reference, case_id: str, t0: float) -> Prediction:
+        """CPU post-processing of :meth:`predict`'s label map: invert the preprocessing onto the
+        input grid, build the NIfTI and the report."""
         image = data["image"]
-        prob = self.probabilities(image)
-        regions = self._cleanup(prob > 0.5)
-        label = RegionsToLabels(self.et_label)(regions)
         label = MetaTensor(label, meta=image.meta, applied_operations=image.applied_operations)
         inv = Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)({"pred": label, "image": image})
         arr = np.asarray(inv["pred"][0].numpy(), dtype=np.uint8)
@@ -280,7 +309,8 @@ class Predictor:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
             raise
-        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report)
+        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report,
+                          looks_stripped=_looks_skull_stripped(data["image"]))
 
     def _preprocess(self, chain, case: Case, files) -> dict:
         try:
@@ -322,9 +352,35 @@ class Predictor:
 
     def segment_loaded(self, loaded: LoadedCase) -> Prediction:
         """Segment a :class:`LoadedCase`; the mask goes on the input grid (for a registered
-        case: the reference modality's original grid)."""
+        case: the reference modality's original grid).
+
+        The same as ``finish_loaded(loaded, predict_loaded(loaded))``: the batch runner calls
+        the two halves in different threads, so the device never waits for CPU post-processing.
+        """
+        t0 = time.perf_counter()
         try:
-            pred = self.segment_data(loaded.data, loaded.chain, loaded.reference, loaded.case_id)
+            label = self.predict(loaded.data["image"])
+        except BaseException:
+            self.discard(loaded)
+            raise
+        return self.finish_loaded(loaded, label, t0)
+
+    def predict_loaded(self, loaded: LoadedCase) -> torch.Tensor:
+        """:meth:`predict` on a loaded case (its workdir, if any, stays for :meth:`finish_loaded`)."""
+        return self.predict(loaded.data["image"])
+
+    @staticmethod
+    def discard(loaded: LoadedCase) -> None:
+        """Remove a loaded case's temporary files (registration / skull stripping)."""
+        if loaded.workdir:
+            shutil.rmtree(loaded.workdir, ignore_errors=True)
+
+    def finish_loaded(self, loaded: LoadedCase, label: torch.Tensor, t0: float | None = None) -> Prediction:
+        """Post-process :meth:`predict_loaded`'s label map into the :class:`Prediction` on the
+        input grid (inverting the preprocessing, resampling a registered case back)."""
+        t0 = time.perf_counter() if t0 is None else t0
+        try:
+            pred = self._finish(label, loaded.data, loaded.chain, loaded.reference, loaded.case_id, t0)
             pred.report["seconds_load"] = round(loaded.seconds, 3)
             if loaded.registration is not None:
                 from .registration import resample_to_reference
@@ -346,7 +402,7 @@ class Predictor:
                 pred.background = Path(reg.reference_path)
             elif loaded.files:
                 pred.background = Path(loaded.files[-1])  # FLAIR, or the 4D file
-            stripped = _looks_skull_stripped(loaded.data["image"])
+            stripped = loaded.looks_stripped
             pred.report["skull_stripped"] = stripped
             if loaded.skull_strip is not None:
                 pred.report["skull_strip"] = loaded.skull_strip
@@ -358,8 +414,7 @@ class Predictor:
                 logger.warning("%s: %s", loaded.case_id, msg)
             return pred
         finally:
-            if loaded.workdir:
-                shutil.rmtree(loaded.workdir, ignore_errors=True)
+            self.discard(loaded)
 
     def segment_case(self, case: Case) -> Prediction:
         """Segment a discovered case; the label image has the input's exact shape and affine."""

@@ -58,7 +58,7 @@ def preprocessing(
     *,
     load: bool = True,
     channel_dim: int | str | None = None,
-    normalize: str = "zscore",
+    normalize: str | None = "zscore",
     margin: int = 2,
     pixdim: Sequence[float] | None = (1.0, 1.0, 1.0),
     regions: bool = True,
@@ -72,8 +72,9 @@ def preprocessing(
             MONAI metadata).
         channel_dim: where the modality channels are in a 4D file: ``None`` to follow the
             reader (four stacked files, channel-last 4D NIfTI), ``0`` for a channel-first file.
-        normalize: ``"zscore"`` (non-zero voxels, per channel) or ``"minmax"`` (per channel to
-            [0, 1], as the seed project did).
+        normalize: ``"zscore"`` (non-zero voxels, per channel), ``"minmax"`` (per channel to
+            [0, 1], as the seed project did) or ``None`` (left to the caller: the predictor
+            runs the z-score on the GPU).
         margin: voxels kept around the brain's bounding box.
         pixdim: target spacing in mm; ``None`` keeps the input's spacing.
         regions: convert the label to ``[WT, TC, ET]``.
@@ -100,7 +101,7 @@ def preprocessing(
         chain.append(NormalizeIntensityd(image, nonzero=True, channel_wise=True))
     elif normalize == "minmax":
         chain.append(ScaleIntensityd(image, minv=0.0, maxv=1.0, channel_wise=True))
-    else:
+    elif normalize is not None:
         raise ValueError(f"normalize must be 'zscore' or 'minmax', got {normalize!r}")
     if label and regions:
         chain.append(LabelToRegionsd(label, et_label=et_label, allow_missing_keys=True))

@@ -91,3 +91,28 @@ def test_killed_batch_leaves_no_partial_mask(tmp_path):
     assert main(["segment", str(src), str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"Kill_{i:03d}.nii.gz" for i in range(4)]
     assert not list(out.glob(".*"))
+
+
+def test_parallel_loaders_same_masks_and_failures_named(bad_batch, tmp_path):
+    """Several loader threads (the GPU setting) write the same masks as one, and a bad case
+    among them is still reported by name while the others are written."""
+    from brainseg3d.batch import segment_cases
+    from brainseg3d.data.cases import discover
+    from brainseg3d.inference import Predictor
+
+    copy_sample(bad_batch.parent / "extra", "Good_002")
+    cases = discover(bad_batch) + discover(bad_batch.parent / "extra")
+    one = segment_cases(cases, tmp_path / "w1", Predictor(device="cpu", precision="fp32", register="never"), progress=False, workers=1)
+    # the GPU split: z-score on the device tensor instead of in the loader thread
+    gpu_like = Predictor(device="cpu", precision="fp32", register="never")
+    gpu_like.normalize_on_device = True
+    three = segment_cases(cases, tmp_path / "w3", gpu_like, progress=False, workers=3)
+    assert [(r.case_id, r.status) for r in one] == [(r.case_id, r.status) for r in three]
+    assert sorted(r.case_id for r in three if r.status == "ok") == ["Good_001", "Good_002"]
+    assert {r.case_id: r.error.split(":")[0].split(" (")[0] for r in three if r.status == "failed"} == {
+        "Missing_001": "missing modality t2", "Truncated_001": "cannot read or preprocess", "Grid_001": "modalities on different grids",
+        "Nan_001": "image holds NaN or infinite values"}
+    for name in ("Good_001", "Good_002"):
+        a = np.asarray(nib.load(str(tmp_path / "w1" / f"{name}.nii.gz")).dataobj)
+        b = np.asarray(nib.load(str(tmp_path / "w3" / f"{name}.nii.gz")).dataobj)
+        assert (a > 0).sum() > 1000 and np.array_equal(a, b)

@@ -16,10 +16,11 @@ def test_bench_smoke(tmp_path, capsys):
     rc = main(["bench", str(src), "--n", "1", "--pipelines", "reference,ours-bf16", "--memory-batch", "3", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| reference |" in text and "| ours-bf16 |" in text and "memory over a batch of 3 cases" in text
+    assert "| reference |" in text and "| ours-bf16 |" in text and "batch of 3 cases:" in text and "cases/s" in text
     report = json.loads(out.read_text())
     ref, ours = report["results"]
     assert ref["n"] == ours["n"] == 1 and ref["median_s"] > 0 and ours["median_s"] > 0
     assert ours["speedup_vs_reference"] > 0 and ours["peak_rss_mb"] > 0
     assert 0.0 <= ours["Dice_WT"] <= 1.0  # the sample case has ground truth
-    assert ours["memory_batch"]["cases"] == 3
+    mem = ours["memory_batch"]
+    assert mem["cases"] == mem["ok"] == 3 and mem["cases_per_s"] > 0 and len(mem["rss_mb_trace"]) == 20

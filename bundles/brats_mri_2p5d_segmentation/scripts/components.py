@@ -204,10 +204,11 @@ class RegionsToLabels(Transform):
 
     def __call__(self, regions):
         r = torch.as_tensor(regions) > 0.5
-        out = torch.zeros((1, *r.shape[1:]), dtype=self.dtype, device=r.device)
-        out[0][r[0]] = 2
-        out[0][r[1]] = 1
-        out[0][r[2]] = self.et_label
+        zero = torch.zeros((), dtype=self.dtype, device=r.device)
+        # ET over TC over WT (one pass per region, no boolean-indexed writes)
+        out = torch.where(r[0], zero + 2, zero)
+        out = torch.where(r[1], zero + 1, out)
+        out = torch.where(r[2], zero + self.et_label, out)[None]
         if isinstance(regions, MetaTensor):
             out = MetaTensor(out, meta=regions.meta, applied_operations=regions.applied_operations)
         return out
