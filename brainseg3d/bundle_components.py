@@ -23,6 +23,7 @@ from torch import nn
 
 __all__ = [
     "neighbour_stack",
+    "z_major_stack",
     "SliceWise25D",
     "LabelToRegions",
     "LabelToRegionsd",
@@ -48,9 +49,22 @@ def neighbour_stack(volume: torch.Tensor, k: int, z_index: Optional[torch.Tensor
     offsets = torch.arange(-k, k + 1, device=volume.device)
     idx = (zs[:, None] + offsets[None, :]).clamp_(0, z - 1)  # replication padding at the edges
     n = zs.shape[0]
-    # [C, X, Y, N * (2k+1)] -> [C, X, Y, N, 2k+1] -> [N, 2k+1, C, X, Y]
-    out = volume.index_select(3, idx.reshape(-1)).reshape(c, x, y, n, 2 * k + 1).permute(3, 4, 0, 1, 2)
-    return out.reshape(n, c * (2 * k + 1), x, y)
+    if n * (2 * k + 1) < z:
+        # a few slices (training): gather them along Z, then move Z to the front
+        # [C, X, Y, N * (2k+1)] -> [C, X, Y, N, 2k+1] -> [N, 2k+1, C, X, Y]
+        out = volume.index_select(3, idx.reshape(-1)).reshape(c, x, y, n, 2 * k + 1).permute(3, 4, 0, 1, 2)
+        return out.reshape(n, c * (2 * k + 1), x, y)
+    # the whole volume (inference): move Z to the front once, then copy whole slices, which
+    # is contiguous (3x faster on CPU than gathering along the innermost axis and permuting)
+    return z_major_stack(volume.permute(3, 0, 1, 2).contiguous(), k, zs)
+
+
+def z_major_stack(by_z: torch.Tensor, k: int, zs: torch.Tensor) -> torch.Tensor:
+    """:func:`neighbour_stack` of slices ``zs`` from a Z-first volume ``[Z, C, X, Y]``."""
+    z, c, x, y = by_z.shape
+    offsets = torch.arange(-k, k + 1, device=by_z.device)
+    idx = (zs.reshape(-1)[:, None] + offsets[None, :]).clamp_(0, z - 1)
+    return by_z.index_select(0, idx.reshape(-1)).reshape(zs.numel(), (2 * k + 1) * c, x, y)
 
 
 class SliceWise25D(nn.Module):
@@ -112,10 +126,13 @@ class SliceWise25D(nn.Module):
             x = nn.functional.pad(x, [0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         outs = []
         for i in range(b):
-            stack = neighbour_stack(x[i], self.k, None)  # [D, C', H', W']
+            # Z first once; each pass then copies only its own slices and neighbours (contiguous),
+            # so the full [D, C * (2k + 1), H', W'] stack never exists at once
+            by_z = x[i].permute(3, 0, 1, 2).contiguous()  # [D, C, H', W']
             chunks = []
             for s in range(0, d, self.slice_batch):
-                chunks.append(self.net(stack[s : s + self.slice_batch]))
+                zs = torch.arange(s, min(s + self.slice_batch, d), device=x.device)
+                chunks.append(self.net(z_major_stack(by_z, self.k, zs)))
             outs.append(torch.cat(chunks, 0).permute(1, 2, 3, 0))  # [out, H', W', D]
         y = torch.stack(outs, 0)[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :]
         if self.mask_background:

@@ -207,6 +207,18 @@ def _score(args) -> int:
 def _bench(args) -> int:
     from .bench import format_table, run_benchmark
 
+    if args.ablation:
+        from .ablation import format_ablation, run_ablation
+
+        report = run_ablation(args.cases_dir, bundle=args.bundle, repeats=args.repeats, threads=args.threads)
+        print(format_ablation(report))
+        print(f"machine: {report['machine']}; case {report['case']}, cropped input {report['input_cropped']}, median of {report['repeats']}")
+        if args.out:
+            from .io import write_json
+
+            write_json(report, args.out)
+        return 0
+
     pipelines = args.pipelines.split(",")
     report = run_benchmark(args.cases_dir, n=args.n, device=args.device, pipelines=pipelines, bundle=args.bundle, threads=args.threads, memory_batch=args.memory_batch, workers=args.workers)
     print(format_table(report))
@@ -302,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skull-strip", default="auto", choices=["auto", "never"], help="zero the input outside a brain mask when it does not look skull-stripped (auto)")
     s.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
     s.add_argument("--workers", type=int, default=None,
-                   help="cases read/preprocessed in parallel ahead of inference (default: 1 on CPU, up to 8 on a GPU)")
+                   help="cases read/preprocessed in parallel ahead of inference (default: 1 on CPU, up to 12 on a GPU)")
     s.add_argument("--shard", default=None, metavar="I/N", help="segment only cases I, I+N, ... (0-based; under torchrun: the rank)")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")
@@ -342,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pipelines", default="reference,ours-fp32,ours-bf16", help="comma list: reference, ours-fp32, ours-bf16, ours-bf16+tta, ...")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--memory-batch", type=int, default=0, help="also segment a batch of N cases (cycled) and report RSS at its start and end, and cases/s")
-    s.add_argument("--workers", type=int, default=None, help="loader threads of our batch runner (default: 1 on CPU, up to 8 on a GPU)")
+    s.add_argument("--workers", type=int, default=None, help="loader threads of our batch runner (default: 1 on CPU, up to 12 on a GPU)")
+    s.add_argument("--ablation", action="store_true", help="instead: time the network stage of one case under each speed technique, one change at a time")
+    s.add_argument("--repeats", type=int, default=3, help="--ablation: timed runs per variant (median)")
     s.add_argument("--bundle", default=None)
     s.add_argument("--out", default=None, help="JSON report")
     s.set_defaults(func=_bench)
