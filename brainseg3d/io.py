@@ -129,10 +129,8 @@ def write_preview(
         ornt = nib.orientations.io_orientation(affine)
         image = nib.orientations.apply_orientation(image, ornt)
         labels = nib.orientations.apply_orientation(labels, ornt)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # the object API (no pyplot): no global figure state, so writer threads can draw at once
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     names = LABEL_NAMES[labels_scheme]
@@ -142,7 +140,8 @@ def write_preview(
     else:
         z_brain = np.nonzero(image.any(axis=(0, 1)))[0]
         zs = np.unique(np.linspace(z_brain.min(), z_brain.max(), n_slices + 2)[1:-1].round().astype(int)) if z_brain.size else [image.shape[2] // 2]
-    fig, axes = plt.subplots(1, len(zs), figsize=(2.6 * len(zs), 3.2))
+    fig = Figure(figsize=(2.6 * len(zs), 3.2))
+    axes = fig.subplots(1, len(zs))
     axes = np.atleast_1d(axes)
     lo, hi = np.percentile(image[image != 0], (1, 99)) if (image != 0).any() else (0, 1)
     for ax, z in zip(axes, zs):
@@ -163,5 +162,4 @@ def write_preview(
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
     return Path(path)

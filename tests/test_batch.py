@@ -106,7 +106,8 @@ def test_parallel_loaders_same_masks_and_failures_named(bad_batch, tmp_path):
     # the GPU split: z-score on the device tensor instead of in the loader thread
     gpu_like = Predictor(device="cpu", precision="fp32", register="never")
     gpu_like.normalize_on_device = True
-    three = segment_cases(cases, tmp_path / "w3", gpu_like, progress=False, workers=3)
+    # 4 loaders -> 2 writer threads: previews drawn at once must not share matplotlib state
+    three = segment_cases(cases, tmp_path / "w3", gpu_like, progress=False, workers=4, preview=True)
     assert [(r.case_id, r.status) for r in one] == [(r.case_id, r.status) for r in three]
     assert sorted(r.case_id for r in three if r.status == "ok") == ["Good_001", "Good_002"]
     assert {r.case_id: r.error.split(":")[0].split(" (")[0] for r in three if r.status == "failed"} == {
@@ -116,3 +117,4 @@ def test_parallel_loaders_same_masks_and_failures_named(bad_batch, tmp_path):
         a = np.asarray(nib.load(str(tmp_path / "w1" / f"{name}.nii.gz")).dataobj)
         b = np.asarray(nib.load(str(tmp_path / "w3" / f"{name}.nii.gz")).dataobj)
         assert (a > 0).sum() > 1000 and np.array_equal(a, b)
+        assert (tmp_path / "w3" / f"{name}.png").stat().st_size > 10_000
