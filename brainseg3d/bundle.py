@@ -15,7 +15,7 @@ import torch
 
 from .inference import DEFAULT_BUNDLE, load_bundle_network
 
-__all__ = ["export_weights", "export_torchscript"]
+__all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def"]
 
 
 def _load_state(checkpoint: str | os.PathLike) -> dict:
@@ -69,3 +69,78 @@ def export_torchscript(bundle: str | os.PathLike | None = None) -> Path:
         bundle_root=str(bundle),
     )
     return bundle / "models" / "model.ts"
+
+
+def ensemble_network_def(unet: dict, members: int) -> dict:
+    """The bundle config entries of an ensemble of ``members`` 2D networks built from ``unet``
+    (keyword arguments of :class:`monai.networks.nets.UNet`) behind one SliceWise25D."""
+    return {
+        "members": int(members),
+        "unet": unet,
+        "network_def": {
+            "_target_": "scripts.components.SliceWise25D",
+            "net": {
+                "_target_": "scripts.components.ProbabilityMean",
+                # the iterable is evaluated in the expression's own scope, where @unet is visible
+                "nets": "$[monai.networks.nets.UNet(**u) for u in [@unet] * @members]",
+            },
+            "k": "@k",
+            "slice_batch": "@slice_batch",
+            "bf16": "@bf16",
+        },
+    }
+
+
+def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchscript: bool = True,
+                    postprocessing: dict | None = None, unet: dict | None = None, half: bool = True) -> Path:
+    """Make the bundle's network the mean of several trained 2D networks (e.g. the CV folds).
+
+    Rewrites ``network_def`` (and ``members``, ``unet``, the post-processing setting) in the
+    bundle's ``inference.json``, writes ``models/model.pt`` and, by default, TorchScript.
+
+    Args:
+        checkpoints: one state dict file of the 2D network per member (``final_model.pt``).
+        bundle: bundle folder (default: the shipped one).
+        torchscript: also export ``models/model.ts``.
+        postprocessing: ``{"min_component": N, "et_to_necrosis": M}`` to record.
+        unet: UNet keyword arguments (default: the ones the bundle has now).
+        half: store the weights in ``model.pt`` as float16 (half the size in git; loading
+            casts them back to the float32 network; TorchScript stays float32).
+    """
+    import json
+
+    bundle = Path(bundle or DEFAULT_BUNDLE)
+    cfg_path = bundle / "configs" / "inference.json"
+    cfg = json.loads(cfg_path.read_text())
+    if unet is None:
+        unet = cfg.get("unet") or {k: v for k, v in cfg["network_def"]["net"].items() if k != "_target_"}
+    entries = ensemble_network_def(unet, len(checkpoints))
+    new = {}
+    for key, value in cfg.items():  # keep the order: replace in place, add before network_def
+        if key == "network_def":
+            new["members"], new["unet"] = entries["members"], entries["unet"]
+            if postprocessing:
+                new.update({k: int(v) for k, v in postprocessing.items()})
+            new["network_def"] = entries["network_def"]
+        elif key not in ("members", "unet") and not (postprocessing and key in postprocessing):
+            new[key] = value
+    tmp = cfg_path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(new, indent=4) + "\n")
+    os.replace(tmp, cfg_path)
+    net, _ = load_bundle_network(bundle, weights=False)
+    state = {}
+    for i, ck in enumerate(checkpoints):
+        member = _load_state(ck)
+        member = {k[4:] if k.startswith("net.") else k: v for k, v in member.items()}
+        state.update({f"net.nets.{i}.{k}": v for k, v in member.items()})
+    net.load_state_dict(state)
+    out = bundle / "models" / "model.pt"
+    part = out.with_suffix(".pt.part")
+    final = net.state_dict()
+    if half:
+        final = {k: v.half() if v.is_floating_point() else v for k, v in final.items()}
+    torch.save(final, part)
+    os.replace(part, out)
+    if torchscript:
+        export_torchscript(bundle)
+    return out

@@ -60,7 +60,72 @@ def _datalist(args) -> int:
     return 0
 
 
+def _pool(args) -> int:
+    from .data.pool import make_pool, parse_roots, write_pool
+
+    doc = make_pool(parse_roots(args.root), folds=args.folds, seed=args.seed)
+    print(write_pool(doc, args.out))
+    counts = {}
+    for it in doc["training"]:
+        counts.setdefault(it["fold"], {}).setdefault(it["source"], 0)
+        counts[it["fold"]][it["source"]] += 1
+    for fold in sorted(counts):
+        print(f"fold {fold}: " + ", ".join(f"{n} {src}" for src, n in sorted(counts[fold].items())), file=sys.stderr)
+    return 0
+
+
+def _overrides(pairs) -> dict:
+    out = {}
+    for kv in pairs or []:
+        key, _, value = kv.partition("=")
+        out[key] = json.loads(value) if value[:1] in "[{0123456789-tfn\"" and value not in ("", "-") else value
+    return out
+
+
+def _cv_train(args) -> int:
+    from .cv import train_folds
+    from .data.pool import parse_roots
+
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    summaries = train_folds(args.config, output=args.output, folds=folds, roots=parse_roots(args.root),
+                            overrides=_overrides(args.set), progress=not args.quiet, max_steps=args.max_steps)
+    for s in summaries:
+        print(f"fold {s.get('fold')}: {s['epochs']} epochs, {s['train_minutes']} min -> {s['final_model']}")
+    return 0
+
+
+def _cv_score(args) -> int:
+    from .cv import format_summary, score_run
+
+    post = None
+    if args.min_component is not None or args.et_to_necrosis is not None:
+        post = {"min_component": args.min_component or 0, "et_to_necrosis": args.et_to_necrosis or 0}
+    summary = score_run(args.run, args.out, post=post, choose=not args.no_search)
+    print(format_summary(summary))
+    print(Path(args.out or args.run) / "cv.json")
+    return 0
+
+
+def _cv_export(args) -> int:
+    import json as _json
+
+    from .bundle import export_ensemble
+
+    run = Path(args.run)
+    folds = sorted(run.glob("fold*/final_model.pt"))
+    if args.folds:
+        want = {f"fold{int(f)}" for f in args.folds.split(",")}
+        folds = [f for f in folds if f.parent.name in want]
+    if not folds:
+        raise FileNotFoundError(f"no fold*/final_model.pt under {run}")
+    post = run / "postprocessing.json"
+    post = _json.loads(post.read_text()) if post.exists() else None
+    print(export_ensemble(folds, args.bundle, torchscript=not args.no_torchscript, postprocessing=post, half=not args.fp32))
+    return 0
+
+
 def _train(args) -> int:
+    from .data.pool import parse_roots
     from .training import train
 
     overrides = {}
@@ -78,6 +143,8 @@ def _train(args) -> int:
         overrides=overrides,
         max_val_cases=args.max_val_cases,
         progress=not args.quiet,
+        fold=args.fold,
+        roots=parse_roots(args.root),
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
@@ -148,7 +215,7 @@ def _segment(args) -> int:
         if shard:
             cases = cases[shard[0] :: shard[1]]
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta,
-                              min_component=args.min_component, register=args.register, skull_strip=args.skull_strip)
+                              min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, register=args.register, skull_strip=args.skull_strip)
         results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
                                 colour_table=args.colour_table, progress=not args.quiet, workers=args.workers)
     from .batch import write_summary
@@ -292,7 +359,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train#lr=0.001")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--fold", type=int, default=None, help="cross-validation fold of a pool datalist: train on the others, predict this one")
+    s.add_argument("--root", action="append", metavar="NAME=PATH", help="where a pool root is (e.g. extra=/data/extra), over the recorded one")
     s.set_defaults(func=_train)
+
+    s = sub.add_parser("pool", help="write a training pool datalist over several roots, with stratified patient-level folds")
+    s.add_argument("--root", action="append", required=True, metavar="NAME=PATH", help="a data root, e.g. brats2018=../shared/data/brats2018 (repeat)")
+    s.add_argument("--out", required=True, help="output JSON (roots stored relative to its folder)")
+    s.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    s.add_argument("--seed", type=int, default=0, help="fold shuffling seed")
+    s.set_defaults(func=_pool)
+
+    cv = sub.add_parser("cv", help="cross-validation on a pool datalist: train the folds, score out-of-fold, export the ensemble")
+    cvs = cv.add_subparsers(dest="cv_command", required=True)
+    s = cvs.add_parser("train", help="train one model per fold (resumes an interrupted fold, skips finished ones)")
+    s.add_argument("config", help="experiment YAML whose data#datalist is a pool datalist")
+    s.add_argument("--output", default=None, help="run folder (default runs/<name>); fold<i>/ inside")
+    s.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
+    s.add_argument("--root", action="append", metavar="NAME=PATH", help="where a pool root is, over the recorded one")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train#max_epochs=20")
+    s.add_argument("--max-steps", type=int, default=None, help="stop each fold after N iterations (smoke run)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cv_train)
+    s = cvs.add_parser("score", help="per-volume Dice / HD95 of the out-of-fold predictions, overall and per source")
+    s.add_argument("run", help="the CV run folder")
+    s.add_argument("--out", default=None, help="where cv.csv / cv.json go (default: the run folder)")
+    s.add_argument("--min-component", type=int, default=None, help="fixed post-processing instead of the CV search")
+    s.add_argument("--et-to-necrosis", type=int, default=None, help="fixed post-processing instead of the CV search")
+    s.add_argument("--no-search", action="store_true", help="no post-processing search (raw scores only)")
+    s.set_defaults(func=_cv_score)
+    s = cvs.add_parser("export", help="make the fold models (final weights) the bundle's ensemble, with the chosen post-processing")
+    s.add_argument("run", help="the CV run folder")
+    s.add_argument("--folds", default=None, help="comma-separated folds to include (default: all)")
+    s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
+    s.add_argument("--no-torchscript", action="store_true", help="skip models/model.ts")
+    s.add_argument("--fp32", action="store_true", help="store fp32 weights in model.pt (default fp16: half the size)")
+    s.set_defaults(func=_cv_export)
 
     s = sub.add_parser("export", help="put a training checkpoint into the bundle (model.pt + TorchScript model.ts)")
     s.add_argument("checkpoint")
@@ -308,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     s.add_argument("--labels", default="brats", choices=["brats", "brats2023"], help="ET written as 4 (brats) or 3 (brats2023)")
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    s.add_argument("--min-component", type=int, default=0, help="drop tumour components smaller than N voxels")
+    s.add_argument("--min-component", type=int, default=None, help="drop tumour components smaller than N voxels (default: the bundle's, chosen by CV; 0 = off)")
+    s.add_argument("--et-to-necrosis", type=int, default=None, help="an enhancing tumour smaller than N voxels becomes necrosis (default: the bundle's; 0 = off)")
     s.add_argument("--register", default="auto", choices=["auto", "always", "never"],
                    help="rigidly register the modalities to T1c (SimpleITK) when they are on different grids (auto)")
     s.add_argument("--skull-strip", default="auto", choices=["auto", "never"], help="zero the input outside a brain mask when it does not look skull-stripped (auto)")

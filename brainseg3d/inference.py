@@ -40,6 +40,7 @@ from . import __version__
 from .data.cases import Case, CaseError, channel_layout, inspect_case
 from .io import label_volumes_ml
 from .networks import bf16_supported
+from .postprocessing import PostprocessRegions
 from .transforms import LABEL_SCHEMES, RegionsToLabels, preprocessing
 
 __all__ = ["DEFAULT_BUNDLE", "Prediction", "Predictor", "load_bundle_network"]
@@ -49,8 +50,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "brats_mri_2p5d_segmentation"
 
 
-def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = "cpu", weights: bool = True):
+def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = "cpu", weights: bool = True,
+                        members: int | None = None):
     """Build the bundle's ``network_def`` and load ``models/model.pt``.
+
+    Args:
+        bundle: the bundle folder.
+        device: where the network goes.
+        weights: load ``models/model.pt`` (``False``: random weights).
+        members: for an ensemble bundle (``members`` in its inference config), use only the
+            first N members (fewer is faster; 1 is the single-model option).
 
     Returns:
         ``(network, parser)``: the network in eval mode and the bundle's inference config.
@@ -68,11 +77,23 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
         parser = ConfigParser()
         parser.read_config(str(cfg))
         parser["bundle_root"] = str(bundle)
+        total = parser.get("members")
+        if members is not None:
+            if total is None:
+                if int(members) != 1:
+                    raise ValueError(f"{bundle.name} holds a single model; members must be 1, got {members}")
+            elif not 1 <= int(members) <= int(total):
+                raise ValueError(f"{bundle.name} holds {total} ensemble members; members must be 1..{total}, got {members}")
+            else:
+                parser["members"] = int(members)
         net = parser.get_parsed_content("network_def", instantiate=True)
     finally:
         sys.path.remove(str(bundle))
     if weights:
         state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+        if total is not None and members is not None:
+            keep = int(parser["members"])
+            state = {k: v for k, v in state.items() if not k.startswith("net.nets.") or int(k.split(".")[2]) < keep}
         net.load_state_dict(state)
     return net.to(device).eval(), parser
 
@@ -112,8 +133,12 @@ class Predictor:
         precision: ``auto`` (bfloat16 where the CPU/GPU has it, else fp32), ``fp32`` or ``bf16``.
         labels: ``brats`` (ET = 4) or ``brats2023`` (ET = 3).
         tta: average sigmoid outputs over flips of the in-plane axes (nnU-Net habit).
+        members: use the first N members of an ensemble bundle (default: all; 1 is the
+            fast single-model option).
         min_component: remove connected tumour components smaller than this many voxels
-            (0 = off).
+            (0 = off; ``None``: the bundle's ``min_component``, chosen by cross-validation).
+        et_to_necrosis: an enhancing tumour smaller than this many voxels becomes necrosis
+            (0 = off; ``None``: the bundle's ``et_to_necrosis``).
         threads: torch CPU threads (``None`` leaves torch's default).
         register: ``auto`` registers the modalities (SimpleITK, rigid, mutual information) when
             they are on different grids, ``always`` registers every four-file case, ``never``
@@ -131,7 +156,9 @@ class Predictor:
         precision: str = "auto",
         labels: str = "brats",
         tta: bool = False,
-        min_component: int = 0,
+        members: int | None = None,
+        min_component: int | None = None,
+        et_to_necrosis: int | None = None,
         threads: int | None = None,
         register: str = "auto",
         skull_strip: str = "auto",
@@ -152,10 +179,14 @@ class Predictor:
         if labels not in LABEL_SCHEMES:
             raise ValueError(f"labels must be one of {sorted(LABEL_SCHEMES)}, got {labels!r}")
         self.bundle = Path(bundle or DEFAULT_BUNDLE).resolve()
-        self.network, parser = load_bundle_network(self.bundle, self.device)
+        self.network, parser = load_bundle_network(self.bundle, self.device, members=members)
+        self.members = int(parser.get("members", 1))
         if hasattr(self.network, "bf16"):
             self.network.bf16 = precision == "bf16"
-        self.precision, self.labels, self.tta, self.min_component = precision, labels, tta, int(min_component)
+        self.precision, self.labels, self.tta = precision, labels, tta
+        self.min_component = int(parser.get("min_component", 0) if min_component is None else min_component)
+        self.et_to_necrosis = int(parser.get("et_to_necrosis", 0) if et_to_necrosis is None else et_to_necrosis)
+        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis)
         self.et_label = LABEL_SCHEMES[labels]
         self.model_name = self.bundle.name
         meta = self.bundle / "configs" / "metadata.json"
@@ -202,22 +233,9 @@ class Predictor:
         ``[1, H, W, D]`` on the CPU, in the preprocessed (cropped, RAS) space. Thresholding
         and label assembly run on the device, so only a uint8 map crosses back."""
         regions = self._probabilities(self._input(image)) > 0.5
-        if self.min_component > 0:
-            regions = self._cleanup(regions.cpu())
+        if self.min_component > 0 or self.et_to_necrosis > 0:
+            regions = self._post(regions.cpu())
         return RegionsToLabels(self.et_label)(regions).cpu()
-
-    def _cleanup(self, regions: torch.Tensor) -> torch.Tensor:
-        if self.min_component <= 0:
-            return regions
-        from scipy import ndimage
-
-        wt = regions[0].numpy()
-        lab, n = ndimage.label(wt)
-        if n:
-            sizes = ndimage.sum(wt, lab, index=np.arange(1, n + 1))
-            keep = np.isin(lab, 1 + np.nonzero(sizes >= self.min_component)[0])
-            regions = regions & torch.from_numpy(keep)[None]
-        return regions
 
     def segment_data(self, data: dict, chain, reference: nib.Nifti1Image | None = None, case_id: str = "case") -> Prediction:
         """Segment one preprocessed dict (output of ``chain``); return the label on the input grid."""

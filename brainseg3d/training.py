@@ -52,6 +52,7 @@ from monai.transforms import (
 from monai.utils import set_determinism
 
 from .data.datalist import load_datalist
+from .data.pool import fold_items
 from .data.slices import SliceDataset, VolumeCache
 from .networks import Autocast, bf16_supported, load_encoder_weights, volume_network
 from .transforms import REGIONS, preprocessing
@@ -183,6 +184,21 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+@torch.inference_mode()
+def write_out_of_fold(eval_net, items, cache, out: Path, dev) -> None:
+    """Held-out probabilities of a fold's final weights: ``out/<case>.npz`` holding ``prob``
+    (``[3, X, Y, Z]`` sigmoid of WT / TC / ET, uint8 0-255) and ``label`` (the regions), in
+    the preprocessed space (RAS, 1 mm, cropped to the brain), plus ``source`` and ``case``."""
+    out.mkdir(parents=True, exist_ok=True)
+    eval_net.eval()
+    for it, img, lab in zip(items, cache.images, cache.labels):
+        prob = torch.sigmoid(eval_net(img[None].float().to(dev)))[0].float().cpu()
+        q = (prob * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+        tmp = out / f".{it['case']}.{os.getpid()}.npz"
+        np.savez_compressed(tmp, prob=q, label=lab.numpy(), case=it["case"], source=it.get("source", ""))
+        os.replace(tmp, out / f"{it['case']}.npz")
+
+
 def _region_output(i: int):
     def transform(output):
         preds, labels = from_engine(["pred", "label"])(output)
@@ -226,6 +242,8 @@ def train(
     overrides: dict | None = None,
     max_val_cases: int | None = None,
     progress: bool = True,
+    fold: int | None = None,
+    roots: dict | None = None,
 ) -> dict:
     """Train the model a config describes; return a summary (best Dice, paths, minutes).
 
@@ -243,13 +261,21 @@ def train(
         device: ``auto``, ``cpu`` or ``cuda``.
         overrides: more config overrides, ``{"train#lr": 1e-3}``.
         max_val_cases: validate on the first N validation cases only (smoke runs).
+        fold: cross-validation fold of a pool datalist (:mod:`brainseg3d.data.pool`): train on
+            the other folds, validate on this one; the final weights (``final_model.pt``, not
+            the best epoch, which would be chosen on the held-out cases) predict the held-out
+            cases into ``oof/`` (out-of-fold probabilities, see :mod:`brainseg3d.evaluation.cv`).
+        roots: pool root name -> folder, replacing the recorded ones.
     """
     ov = dict(overrides or {})
+    if fold is not None:
+        ov["data#fold"] = int(fold)
     if max_epochs is not None:
         ov["train#max_epochs"] = int(max_epochs)
     parser = load_config(config, ov)
     name = parser.get("name", Path(config).stem)
-    out_dir = Path(output or Path("runs") / name)
+    fold = parser.get("data", {}).get("fold")
+    out_dir = Path(output or Path("runs") / name / (f"fold{fold}" if fold is not None else ""))
     distributed, rank, dev = _init_distributed(resolve_device(device))
     main_rank = rank == 0
     progress = progress and main_rank
@@ -266,12 +292,16 @@ def train(
 
     # data: each volume preprocessed once
     datalist = data_cfg["datalist"]
-    tr_items = load_datalist(datalist, "training", dataset_dir or data_cfg.get("dataset_dir"))
-    va_items = load_datalist(datalist, "validation", dataset_dir or data_cfg.get("dataset_dir"))[:max_val_cases]
+    if fold is not None:
+        tr_items, va_items = fold_items(datalist, int(fold), {**(data_cfg.get("roots") or {}), **(roots or {})})
+        va_items = va_items[:max_val_cases]
+    else:
+        tr_items = load_datalist(datalist, "training", dataset_dir or data_cfg.get("dataset_dir"))
+        va_items = load_datalist(datalist, "validation", dataset_dir or data_cfg.get("dataset_dir"))[:max_val_cases]
     pre = preprocessing(["image", "label"], normalize=data_cfg.get("normalize", "zscore"))
     tr_cache = VolumeCache(tr_items, pre, progress=progress)
     va_cache = VolumeCache(va_items, pre, progress=progress)
-    aug = augmentation(mode, patch)
+    aug = Compose(parser.get_parsed_content("augmentation")) if "augmentation" in parser.get() else augmentation(mode, patch)
     if mode == "2.5d":
         tr_ds = SliceDataset(tr_cache, k=k, tumour_ratio=data_cfg.get("tumour_ratio", 0.7), transform=aug, seed=seed)
     else:
@@ -367,6 +397,10 @@ def train(
     if progress:
         ProgressBar(persist=False, desc=name).attach(trainer, output_transform=lambda o: {"loss": float((o[0] if isinstance(o, list) else o)["loss"])})
     trainer.run()
+    if main_rank:
+        torch.save(net.state_dict(), out_dir / "final_model.pt")
+        if fold is not None and trainer.state.epoch >= n_epochs:
+            write_out_of_fold(eval_net, va_items, va_cache, out_dir / "oof", dev)
 
     minutes = (time.time() - start) / 60
     best = max((r for r in log.rows if not math.isnan(r["val_mean_dice"])), key=lambda r: r["val_mean_dice"], default=None)
@@ -382,6 +416,8 @@ def train(
         "best_epoch": best["epoch"] if best else None,
         "best_val_dice": {r: best[f"val_dice_{r}"] for r in REGIONS} | {"mean": best["val_mean_dice"]} if best else None,
         "validation_cases": [it["case"] for it in va_items],
+        "fold": fold,
+        "final_model": str(out_dir / "final_model.pt"),
         "bf16": bf16,
         "device": str(dev),
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",

@@ -9,6 +9,9 @@ two drift apart.
 - :class:`SliceWise25D`: wraps a 2D network so it takes ``[B, C, H, W, D]`` and returns
   ``[B, 3, H, W, D]``: to every client it is an ordinary 3D segmentation network.
 - :class:`LabelToRegionsd` / :class:`RegionsToLabelsd`: BraTS labels <-> nested [WT, TC, ET].
+- :class:`ProbabilityMean`: an ensemble of networks as one network (mean of the sigmoids).
+- :class:`PostprocessRegionsd`: small-component removal and the small-ET-to-necrosis rule
+  (scipy, imported when a rule is on).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ __all__ = [
     "neighbour_stack",
     "z_major_stack",
     "SliceWise25D",
+    "ProbabilityMean",
+    "PostprocessRegions",
+    "PostprocessRegionsd",
     "LabelToRegions",
     "LabelToRegionsd",
     "RegionsToLabels",
@@ -245,3 +251,76 @@ class RegionsToLabelsd(MapTransform):
         return d
 
 
+
+
+class ProbabilityMean(nn.Module):
+    """Several networks as one: the logit of the mean of their sigmoid outputs.
+
+    An ensemble (e.g. the cross-validation fold models) that every client of a single network
+    can use unchanged: ``sigmoid(ProbabilityMean(nets)(x))`` is the mean of
+    ``sigmoid(net(x))`` over the members. TorchScript-compatible.
+
+    Args:
+        nets: the member networks (same input and output shapes).
+    """
+
+    def __init__(self, nets):
+        super().__init__()
+        self.nets = nn.ModuleList(list(nets))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        for net in self.nets:
+            total = total + torch.sigmoid(net(x).float())
+        return torch.logit(total / len(self.nets), eps=1e-6)
+
+
+class PostprocessRegions(Transform):
+    """Post-processing of binary nested regions ``[WT, TC, ET, ...spatial]``, chosen by
+    cross-validation on the out-of-fold predictions.
+
+    Args:
+        min_component: whole-tumour connected components (full connectivity) smaller than
+            this many voxels are removed from every region (0: off).
+        et_to_necrosis: when the predicted enhancing tumour has fewer voxels than this, the ET
+            channel is cleared; those voxels stay tumour core, i.e. become necrosis (0: off).
+    """
+
+    def __init__(self, min_component: int = 0, et_to_necrosis: int = 0) -> None:
+        self.min_component = int(min_component)
+        self.et_to_necrosis = int(et_to_necrosis)
+
+    def __call__(self, regions):
+        r = torch.as_tensor(regions) > 0.5
+        if self.min_component > 0:
+            import numpy as np
+            from scipy import ndimage
+
+            wt = r[0].cpu().numpy()
+            lab, n = ndimage.label(wt, structure=np.ones((3,) * wt.ndim, bool))
+            if n:
+                small = np.bincount(lab.ravel()) < self.min_component
+                small[0] = False
+                r = r & ~torch.from_numpy(small[lab]).to(r.device)[None]
+        if self.et_to_necrosis > 0:
+            n_et = int(r[2].sum())
+            if 0 < n_et < self.et_to_necrosis:
+                r = torch.cat([r[:2], torch.zeros_like(r[2:3]), r[3:]])
+        out = r.to(torch.as_tensor(regions).dtype)
+        if isinstance(regions, MetaTensor):
+            out = MetaTensor(out, meta=regions.meta, applied_operations=regions.applied_operations)
+        return out
+
+
+class PostprocessRegionsd(MapTransform):
+    """Dictionary version of :class:`PostprocessRegions`."""
+
+    def __init__(self, keys: KeysCollection, min_component: int = 0, et_to_necrosis: int = 0, allow_missing_keys=False):
+        super().__init__(keys, allow_missing_keys)
+        self.converter = PostprocessRegions(min_component, et_to_necrosis)
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d

@@ -1,0 +1,34 @@
+"""Post-processing of predicted tumour regions, chosen by cross-validation (nnU-Net habit).
+
+Two rules on the binary nested regions ``[WT, TC, ET, X, Y, Z]``
+(:class:`~brainseg3d.bundle_components.PostprocessRegions`, which the bundle uses too):
+
+* ``min_component``: whole-tumour connected components smaller than this many voxels are
+  removed, with the core and enhancing tumour inside them (slice-wise 2.5D predictions
+  leave small islands of noise).
+* ``et_to_necrosis``: when the whole predicted enhancing tumour is smaller than this many
+  voxels it is turned into necrosis (it stays tumour core): the BraTS rule for cases whose
+  reference has no enhancing tumour, where any predicted ET scores Dice 0.
+
+The shipped setting lives in the bundle (``configs/inference.json``: ``min_component`` and
+``et_to_necrosis``), chosen by ``brainseg3d cv score`` on the out-of-fold predictions.
+
+Example:
+    >>> regions = postprocess_regions(prob > 0.5, min_component=200, et_to_necrosis=100)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .bundle_components import PostprocessRegions, PostprocessRegionsd
+
+__all__ = ["PostprocessRegions", "PostprocessRegionsd", "postprocess_regions"]
+
+
+def postprocess_regions(regions, min_component: int = 0, et_to_necrosis: int = 0):
+    """Both rules on a boolean ``[3, ...]`` numpy array or tensor; returns the same kind."""
+    is_np = not isinstance(regions, torch.Tensor)
+    out = PostprocessRegions(min_component, et_to_necrosis)(torch.as_tensor(np.asarray(regions) if is_np else regions))
+    return out.numpy().astype(bool) if is_np else out

@@ -1,0 +1,122 @@
+"""Cross-validation: the out-of-fold scorer on hand-made predictions with a known Dice, the
+post-processing search, and a smoke run of the `cv` command (train, score, export) on three
+tiny cases."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainseg3d.cli import main
+from brainseg3d.cv import choose_postprocessing, load_oof, score_oof, score_run, summarize
+from brainseg3d.inference import load_bundle_network
+
+from .conftest import REPO, write_case
+
+
+def _oof_file(run: Path, fold: int, case: str, source: str, prob: np.ndarray, label: np.ndarray):
+    d = run / f"fold{fold}" / "oof"
+    d.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(d / f"{case}.npz", prob=(prob * 255).astype(np.uint8), label=label.astype(np.uint8), case=case, source=source)
+
+
+def _cube(shape, lo, hi):
+    m = np.zeros(shape, bool)
+    m[lo:hi, lo:hi, lo:hi] = True
+    return m
+
+
+def test_oof_scores_match_known_dice(tmp_path):
+    shape = (3, 20, 20, 20)
+    gt = np.zeros(shape, bool)
+    gt[0] = _cube(shape[1:], 2, 12)  # WT 1000 voxels
+    gt[1] = _cube(shape[1:], 4, 10)  # TC 216
+    gt[2] = _cube(shape[1:], 5, 9)  # ET 64
+    perfect = gt.astype(np.float32)
+    half = gt.astype(np.float32)
+    half[:, 2:7] = 0  # WT prediction: 500 of 1000 voxels -> Dice 2*500/1500 (TC too: labels nest)
+    half[2] = 0  # no ET predicted where there is ET -> 0
+    _oof_file(tmp_path, 0, "Brats18_A_1", "adult", perfect, gt)
+    _oof_file(tmp_path, 1, "BraTS-SSA-00001-000", "africa", half, gt)
+    oof = load_oof(tmp_path)
+    assert [o["fold"] for o in oof] == [0, 1]
+    rows = {r["case"]: r for r in score_oof(oof)}
+    assert rows["Brats18_A_1"]["Dice_WT"] == pytest.approx(1.0) and rows["Brats18_A_1"]["HD95_ET"] == 0.0
+    assert rows["BraTS-SSA-00001-000"]["Dice_WT"] == pytest.approx(2 * 500 / 1500, abs=1e-4)
+    assert rows["BraTS-SSA-00001-000"]["Dice_ET"] == 0.0 and rows["BraTS-SSA-00001-000"]["HD95_ET"] > 300
+    s = summarize(list(rows.values()))
+    assert s["all"]["n"] == 2 and s["adult"]["n"] == 1 and s["africa"]["n"] == 1
+    assert s["all"]["Dice_WT"]["mean"] == pytest.approx((1 + 2 / 3) / 2, abs=1e-4)
+    assert s["all"]["Dice_WT"]["std"] == pytest.approx((1 - 2 / 3) / 2, abs=1e-4)
+
+
+def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
+    """A case without ET in its reference and a speck of predicted ET: the ET rule pays;
+    a noise island pays the component rule."""
+    shape = (3, 24, 24, 24)
+    gt = np.zeros(shape, bool)
+    gt[0] = _cube(shape[1:], 2, 12)
+    gt[1] = _cube(shape[1:], 4, 10)
+    pred = gt.astype(np.float32)
+    pred[2, 6:8, 6:8, 6:8] = 1  # 8 voxels of ET that are not there
+    pred[0, 20:22, 20:22, 20:22] = 1  # an 8-voxel island
+    _oof_file(tmp_path, 0, "Brats18_B_1", "adult", pred, gt)
+    best, tried = choose_postprocessing(load_oof(tmp_path), {"min_component": [0, 50], "et_to_necrosis": [0, 50]})
+    assert best == {"min_component": 50, "et_to_necrosis": 50}
+    assert len(tried) == 4 and max(t["mean"] for t in tried) == pytest.approx(1.0)
+    summary = score_run(tmp_path)
+    assert summary["postprocessing"] == best and summary["postprocessed"]["all"]["Dice_ET"]["mean"] == 1.0
+    assert summary["raw"]["all"]["Dice_ET"]["mean"] == 0.0
+    for f in ("cv.csv", "cv_raw.csv", "cv.json", "postprocessing.json"):
+        assert (tmp_path / f).is_file()
+
+
+def test_cv_score_without_predictions_is_a_clear_error(tmp_path, capsys):
+    assert main(["cv", "score", str(tmp_path)]) == 2
+    assert "cv train" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
+    """cv train (3 folds, 2 steps each) -> every case gets an out-of-fold prediction ->
+    cv score -> cv export into a copy of the bundle, which then loads as an ensemble."""
+    import shutil
+
+    root = tmp_path / "data"
+    for i, cid in enumerate(["Brats18_T_1_1", "Brats18_T_2_1", "BraTS-SSA-00003-000"]):
+        write_case(root / cid, cid, shape=(40, 40, 12), seed=i, naming="2023" if "SSA" in cid else "2018")
+    lists = tmp_path / "lists"
+    assert main(["pool", "--root", f"d={root}", "--out", str(lists / "pool.json"), "--folds", "3"]) == 0
+    run = tmp_path / "run"
+    args = ["cv", "train", str(REPO / "configs" / "unet25d_pool.yaml"), "--output", str(run), "--max-steps", "2", "--quiet",
+            "--set", f"data#datalist={lists / 'pool.json'}", "--set", "data#patch=[32, 32]", "--set", "train#batch_size=2",
+            "--set", "network#channels=[4, 8, 16, 32, 64]"]
+    assert main(args) == 0
+    assert sorted(p.stem for p in run.glob("fold*/oof/*.npz")) == ["BraTS-SSA-00003-000", "Brats18_T_1_1", "Brats18_T_2_1"]
+    mtimes = {p: p.stat().st_mtime for p in run.glob("fold*/final_model.pt")}
+    assert main(args) == 0  # finished folds are skipped, not retrained
+    assert {p: p.stat().st_mtime for p in run.glob("fold*/final_model.pt")} == mtimes
+    capsys.readouterr()
+    assert main(["cv", "score", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "africa" in out and "adult" in out
+    doc = json.loads((run / "cv.json").read_text())
+    assert doc["n_cases"] == 3 and doc["folds"] == [0, 1, 2]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REPO / "bundles" / "brats_mri_2p5d_segmentation", bundle)
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg["network_def"]["net"]["channels"] = [4, 8, 16, 32, 64]
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    assert main(["cv", "export", str(run), "--bundle", str(bundle)]) == 0
+    net, parser = load_bundle_network(bundle)
+    assert parser["members"] == 3 and parser["min_component"] == doc["postprocessing"]["min_component"]
+    x = torch.randn(1, 4, 32, 32, 6)
+    with torch.no_grad():
+        members = [load_bundle_network(bundle, members=n)[0](x) for n in (1, 3)]
+        ts = torch.jit.load(str(bundle / "models" / "model.ts"))(x)
+    assert members[0].shape == (1, 3, 32, 32, 6)
+    assert torch.allclose(members[1], net(x), atol=1e-5) and torch.allclose(ts, net(x), atol=1e-4)
+    with pytest.raises(ValueError, match="members must be 1..3"):
+        load_bundle_network(bundle, members=4)

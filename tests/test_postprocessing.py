@@ -1,0 +1,42 @@
+"""Post-processing rules on volumes with a known answer."""
+
+import numpy as np
+import torch
+
+from brainseg3d.postprocessing import PostprocessRegions, PostprocessRegionsd, postprocess_regions
+
+
+def _regions():
+    r = np.zeros((3, 30, 30, 30), bool)
+    r[0, 2:12, 2:12, 2:12] = True  # main tumour, 1000 voxels
+    r[1, 4:8, 4:8, 4:8] = True  # core, 64
+    r[2, 5:7, 5:7, 5:7] = True  # enhancing, 8
+    r[0, 20:23, 20:23, 20:23] = True  # island, 27 voxels, with core and ET inside
+    r[1, 21, 21, 21] = r[2, 21, 21, 21] = True
+    r[0, 25, 25, 25] = r[0, 26, 26, 26] = True  # diagonal neighbours: one component of 2
+    return r
+
+
+def test_small_components_removed_from_every_region():
+    out = postprocess_regions(_regions(), min_component=28)
+    assert out[0].sum() == 1000 and out[1].sum() == 64 and out[2].sum() == 8
+    kept = postprocess_regions(_regions(), min_component=27)
+    assert kept[0].sum() == 1000 + 27 and kept[2].sum() == 9  # the island is exactly 27: kept
+    two = postprocess_regions(_regions(), min_component=2)
+    assert two[0, 25, 25, 25] and two[0, 26, 26, 26]  # full (26-) connectivity
+    assert np.array_equal(postprocess_regions(_regions()), _regions())  # both off: unchanged
+
+
+def test_small_et_becomes_necrosis():
+    r = postprocess_regions(_regions(), min_component=28, et_to_necrosis=9)
+    assert r[2].sum() == 0 and r[1].sum() == 64 and r[0].sum() == 1000  # ET 8 < 9: now core only
+    r = postprocess_regions(_regions(), min_component=28, et_to_necrosis=8)
+    assert r[2].sum() == 8  # not smaller than the threshold: kept
+
+
+def test_tensor_and_dict_forms_agree():
+    t = torch.as_tensor(_regions()).float()
+    a = PostprocessRegions(28, 9)(t)
+    b = PostprocessRegionsd("pred", 28, 9)({"pred": t})["pred"]
+    assert a.dtype == t.dtype and torch.equal(a, b)
+    assert np.array_equal(a.numpy().astype(bool), postprocess_regions(_regions(), 28, 9))
