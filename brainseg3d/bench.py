@@ -131,7 +131,8 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
         from .inference import Predictor
 
         precision, tta = options["precision"], options.get("tta", False)
-        predictor = Predictor(options.get("bundle"), device=options.get("device", "auto"), precision=precision, tta=tta)
+        predictor = Predictor(options.get("bundle"), device=options.get("device", "auto"), precision=precision, tta=tta,
+                              members=options.get("members"))
         workers = options.get("workers")
         segment_cases(cases[:1], out + "/warmup", predictor, progress=False)
         # per-case end-to-end: one case at a time through the batch runner (load + infer + write)
@@ -216,7 +217,8 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
         opts = {"device": device, "bundle": bundle, "threads": threads, "workers": workers, "memory_batch": memory_batch if kind == pipelines[-1] else 0}
         if kind.startswith("ours"):
             parts = kind.split("-")[1].split("+")
-            opts.update(precision=parts[0], tta="tta" in parts)
+            members = next((int(x[1:]) for x in parts[1:] if x[:1] == "m" and x[1:].isdigit()), None)
+            opts.update(precision=parts[0], tta="tta" in parts, members=members)
         name = "reference" if kind == "reference" else "ours"
         print(f"bench: {kind} on {len(cases) - 1} cases ...", file=sys.stderr, flush=True)
         res = _run_isolated(name, dirs, opts)

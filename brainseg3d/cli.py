@@ -106,6 +106,17 @@ def _cv_score(args) -> int:
     return 0
 
 
+def _cv_table(args) -> int:
+    from .cv import experiments_table
+
+    seconds = {}
+    for kv in args.seconds or []:
+        name, _, value = kv.partition("=")
+        seconds[name] = float(value)
+    print(experiments_table(args.runs, args.out, seconds))
+    return 0
+
+
 def _cv_export(args) -> int:
     import json as _json
 
@@ -214,7 +225,7 @@ def _segment(args) -> int:
         shard = parse_shard(args.shard)
         if shard:
             cases = cases[shard[0] :: shard[1]]
-        predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta,
+        predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, members=args.members,
                               min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, register=args.register, skull_strip=args.skull_strip)
         results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
                                 colour_table=args.colour_table, progress=not args.quiet, workers=args.workers)
@@ -388,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--et-to-necrosis", type=int, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--no-search", action="store_true", help="no post-processing search (raw scores only)")
     s.set_defaults(func=_cv_score)
+    s = cvs.add_parser("table", help="the experiments table (Markdown + chart) of scored CV runs")
+    s.add_argument("runs", nargs="+", help="CV run folders, each scored by `cv score`")
+    s.add_argument("--out", default="docs/experiments.md", help="Markdown file (a .png chart beside it)")
+    s.add_argument("--seconds", action="append", metavar="NAME=S", help="measured inference s/case of a recipe (brainseg3d bench)")
+    s.set_defaults(func=_cv_table)
     s = cvs.add_parser("export", help="make the fold models (final weights) the bundle's ensemble, with the chosen post-processing")
     s.add_argument("run", help="the CV run folder")
     s.add_argument("--folds", default=None, help="comma-separated folds to include (default: all)")
@@ -410,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     s.add_argument("--labels", default="brats", choices=["brats", "brats2023"], help="ET written as 4 (brats) or 3 (brats2023)")
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    s.add_argument("--members", type=int, default=None, help="use the first N members of the ensemble (default: all; 1 = the fast single-model option)")
     s.add_argument("--min-component", type=int, default=None, help="drop tumour components smaller than N voxels (default: the bundle's, chosen by CV; 0 = off)")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="an enhancing tumour smaller than N voxels becomes necrosis (default: the bundle's; 0 = off)")
     s.add_argument("--register", default="auto", choices=["auto", "always", "never"],
@@ -454,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("cases_dir")
     s.add_argument("--n", type=int, default=5, help="timed cases (after one warm-up case)")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--pipelines", default="reference,ours-fp32,ours-bf16", help="comma list: reference, ours-fp32, ours-bf16, ours-bf16+tta, ...")
+    s.add_argument("--pipelines", default="reference,ours-fp32,ours-bf16", help="comma list: reference, ours-fp32, ours-bf16, ours-bf16+tta, ours-bf16+m1 (first ensemble member only), ...")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--memory-batch", type=int, default=0, help="also segment a batch of N cases (cycled) and report RSS at its start and end, and cases/s")
     s.add_argument("--workers", type=int, default=None, help="loader threads of our batch runner (default: 1 on CPU, up to 12 on a GPU)")

@@ -137,25 +137,52 @@ POSTPROCESSING_GRID = {
 }
 
 
-def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None) -> tuple[dict, list[dict]]:
+def _nest(r: np.ndarray) -> np.ndarray:
+    """Regions as the label map reads them: WT = WT | TC | ET, TC = TC | ET."""
+    return np.stack([r[0] | r[1] | r[2], r[1] | r[2], r[2]])
+
+
+def _dice(p: np.ndarray, g: np.ndarray) -> float:
+    ps, gs = int(p.sum()), int(g.sum())
+    if ps == 0 and gs == 0:
+        return 1.0  # BraTS convention
+    return 2.0 * int(np.logical_and(p, g).sum()) / (ps + gs)
+
+
+def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, threshold: float = 0.5) -> tuple[dict, list[dict]]:
     """Pick the post-processing with the best mean out-of-fold Dice (mean of WT, TC, ET over
     all cases); ties go to the simpler setting (earlier in the grid).
+
+    Dice only (HD95 is computed for the chosen setting by :func:`score_oof`); the component
+    rule is applied once per case and size, the ET rule is then a count.
 
     Returns:
         ``(best setting, one row per setting tried with its mean Dice per region)``.
     """
+    from .postprocessing import postprocess_regions
+
     grid = grid or POSTPROCESSING_GRID
+    mcs, ets = list(grid["min_component"]), list(grid["et_to_necrosis"])
+    dice = np.zeros((len(mcs), len(ets), len(oof), 3))
+    for c, item in enumerate(oof):
+        gt = _nest(item["label"])
+        raw = item["prob"] > threshold
+        for a, mc in enumerate(mcs):
+            r = _nest(postprocess_regions(raw, min_component=mc))
+            wt, tc, et = _dice(r[0], gt[0]), _dice(r[1], gt[1]), _dice(r[2], gt[2])
+            n_et, et_empty = int(r[2].sum()), not gt[2].any()
+            for b, thr in enumerate(ets):
+                cleared = 0 < n_et < thr
+                dice[a, b, c] = (wt, tc, (1.0 if et_empty else 0.0) if cleared else et)
     tried = []
     best, best_score = None, -1.0
-    for mc in grid["min_component"]:
-        for et in grid["et_to_necrosis"]:
-            post = {"min_component": mc, "et_to_necrosis": et}
-            rows = score_oof(oof, post)
-            means = {r: float(np.mean([x[f"Dice_{r}"] for x in rows])) for r in REGIONS}
-            score = float(np.mean(list(means.values())))
-            tried.append({**post, **{f"Dice_{r}": means[r] for r in REGIONS}, "mean": score})
+    for a, mc in enumerate(mcs):
+        for b, thr in enumerate(ets):
+            means = dice[a, b].mean(0)
+            score = float(means.mean())
+            tried.append({"min_component": mc, "et_to_necrosis": thr, **{f"Dice_{r}": float(m) for r, m in zip(REGIONS, means)}, "mean": score})
             if score > best_score + 1e-9:
-                best, best_score = post, score
+                best, best_score = {"min_component": mc, "et_to_necrosis": thr}, score
     return best, tried
 
 
@@ -222,3 +249,117 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{kind:13s} {g:7s} n={s['n']:3d}  {cells}")
     lines.append(f"post-processing: {json.dumps(summary['postprocessing'])}")
     return "\n".join(lines)
+
+
+def _run_facts(run: Path) -> dict:
+    """Recipe facts of a CV run from its fold summaries and config."""
+    import yaml
+
+    summaries = [json.loads(p.read_text()) for p in sorted(run.glob("fold*/summary.json"))]
+    cfg_path = next(iter(sorted(run.glob("fold*/config.yaml"))), None)
+    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path else {}
+    net = cfg.get("network", {})
+    aug = [t.get("_target_", "?") for t in cfg.get("augmentation", [])] if isinstance(cfg.get("augmentation"), list) else []
+    return {
+        "name": cfg.get("name", run.name),
+        "network": f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} {net.get('channels', '')}, K={cfg.get('k', '?')}",
+        "params": summaries[0]["params"] if summaries else None,
+        "epochs": summaries[0]["epochs"] if summaries else None,
+        "iterations": sum(s["iterations"] for s in summaries),
+        "cpu_minutes": round(sum(s["train_cpu_minutes"] for s in summaries), 1),
+        "wall_minutes": round(sum(s["train_minutes"] for s in summaries), 1),
+        "augmentation": ", ".join(a.rsplit(".", 1)[-1] for a in aug if not a.startswith(("SpatialPad", "RandSpatialCrop"))) or "default",
+        "folds": len(summaries),
+        "hardware": summaries[0].get("hardware") if summaries else None,
+    }
+
+
+def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike, seconds: dict | None = None) -> Path:
+    """Write the experiments table (Markdown, ``out``) and a chart beside it (``.png``) from
+    CV runs that ``cv score`` has scored: recipe, params, CPU minutes, out-of-fold Dice per
+    region and source (mean +/- std), post-processing, inference s/case.
+
+    Args:
+        runs: CV run folders (each with ``cv.json``).
+        out: the Markdown file.
+        seconds: run name -> measured end-to-end inference s/case (``brainseg3d bench``).
+    """
+    out = Path(out)
+    rows = []
+    for run in map(Path, runs):
+        cvj = run / "cv.json"
+        if not cvj.exists():
+            raise FileNotFoundError(f"{run}: no cv.json (run `brainseg3d cv score {run}` first)")
+        rows.append((_run_facts(run), json.loads(cvj.read_text())))
+    seconds = seconds or {}
+    lines = [
+        "# Experiments",
+        "",
+        "Every recipe tried, cross-validated on the 60-case pool (`data_lists/pool60.json`: 35 adult",
+        "glioma, 25 BraTS-Africa; 5 patient-level folds stratified by source). Each case is scored",
+        "once, by the fold model that never saw it (final weights of each fold, no epoch chosen on",
+        "held-out cases); per-volume Dice, mean +/- standard deviation over cases. *pp*: the",
+        "post-processing chosen on these out-of-fold cases (`min_component` / `et_to_necrosis`",
+        "voxels); *raw*: without it.",
+        "",
+        f"Made by `brainseg3d cv table {' '.join(str(r) for r in runs)} --out {out}`.",
+        "",
+        "| recipe | network | params | epochs/fold | CPU min (all folds) | augmentation | source | n | Dice WT | Dice TC | Dice ET | HD95 WT | pp | inference s/case |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for facts, cv in rows:
+        pp = cv.get("postprocessing") or {}
+        for kind in ("postprocessed", "raw"):
+            for src in ("all", *SOURCES):
+                s = cv[kind].get(src)
+                if not s:
+                    continue
+                d = "  ".join(f"{s[f'Dice_{r}']['mean']:.3f} +/- {s[f'Dice_{r}']['std']:.3f}" for r in REGIONS).split("  ")
+                first = kind == "postprocessed" and src == "all"
+                lines.append("| " + " | ".join([
+                    facts["name"] if first else "",
+                    facts["network"] if first else "",
+                    f"{facts['params'] / 1e6:.2f} M" if first and facts["params"] else "",
+                    str(facts["epochs"]) if first else "",
+                    str(facts["cpu_minutes"]) if first else "",
+                    facts["augmentation"] if first else "",
+                    src, str(s["n"]), *d, f"{s['HD95_WT']['mean']:.1f}",
+                    (f"{pp.get('min_component', 0)} / {pp.get('et_to_necrosis', 0)}" if kind == "postprocessed" else "raw"),
+                    str(seconds.get(facts["name"], "")) if first else "",
+                ]) + " |")
+    lines += ["", f"![out-of-fold Dice per source]({out.with_suffix('.png').name})", ""]
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out)
+    _plot_experiments(rows, out.with_suffix(".png"))
+    return out
+
+
+def _plot_experiments(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 + 3 * len(SOURCES), 4))
+    axes = fig.subplots(1, len(SOURCES) + 1, sharey=True)
+    width = 0.8 / max(1, len(rows))
+    for ax, src in zip(axes, ("all", *SOURCES)):
+        for i, (facts, cv) in enumerate(rows):
+            s = cv["postprocessed"].get(src)
+            if not s:
+                continue
+            means = [s[f"Dice_{r}"]["mean"] for r in REGIONS]
+            stds = [s[f"Dice_{r}"]["std"] for r in REGIONS]
+            ax.bar(np.arange(3) + i * width, means, width, yerr=stds, capsize=3, label=facts["name"])
+        ax.set_xticks(np.arange(3) + width * (len(rows) - 1) / 2, REGIONS)
+        ax.set_title(f"{src} (out-of-fold)")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("per-volume Dice (mean +/- std)")
+    axes[-1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)

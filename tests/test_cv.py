@@ -69,6 +69,10 @@ def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
     summary = score_run(tmp_path)
     assert summary["postprocessing"] == best and summary["postprocessed"]["all"]["Dice_ET"]["mean"] == 1.0
     assert summary["raw"]["all"]["Dice_ET"]["mean"] == 0.0
+    # the fast Dice of the search agrees with the full scorer (MONAI Dice) for every setting
+    for t in tried:
+        full = summarize(score_oof(load_oof(tmp_path), {k: t[k] for k in ("min_component", "et_to_necrosis")}))["all"]
+        assert all(t[f"Dice_{r}"] == pytest.approx(full[f"Dice_{r}"]["mean"], abs=1e-6) for r in ("WT", "TC", "ET"))
     for f in ("cv.csv", "cv_raw.csv", "cv.json", "postprocessing.json"):
         assert (tmp_path / f).is_file()
 
