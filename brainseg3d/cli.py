@@ -113,7 +113,8 @@ def _cv_table(args) -> int:
     for kv in args.seconds or []:
         name, _, value = kv.partition("=")
         seconds[name] = float(value)
-    print(experiments_table(args.runs, args.out, seconds))
+    compare = dict(kv.partition("=")[::2] for kv in args.compare or [])
+    print(experiments_table(args.runs, args.out, seconds, compare))
     return 0
 
 
@@ -335,6 +336,8 @@ def _demo(args) -> int:
     for row in summary["cases"]:
         print(f"{row['case']}: Dice WT {row['Dice_WT']:.3f}  TC {row['Dice_TC']:.3f}  ET {row['Dice_ET']:.3f}  "
               f"(HD95 mm WT {row['HD95_WT']:.1f} TC {row['HD95_TC']:.1f} ET {row['HD95_ET']:.1f})")
+    print("note: the sample is one of the model's training cases, so this Dice shows the pipeline works, not how "
+          "accurate it is on new patients; cross-validated scores: README, Results", file=sys.stderr)
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
@@ -403,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+", help="CV run folders, each scored by `cv score`")
     s.add_argument("--out", default="docs/experiments.md", help="Markdown file (a .png chart beside it)")
     s.add_argument("--seconds", action="append", metavar="NAME=S", help="measured inference s/case of a recipe (brainseg3d bench)")
+    s.add_argument("--compare", action="append", metavar="NAME=EVAL.json", help="another model's `brainseg3d evaluate` JSON on pool cases it never saw, beside the OOF scores on the same cases")
     s.set_defaults(func=_cv_table)
     s = cvs.add_parser("export", help="make the fold models (final weights) the bundle's ensemble, with the chosen post-processing")
     s.add_argument("run", help="the CV run folder")

@@ -274,7 +274,36 @@ def _run_facts(run: Path) -> dict:
     }
 
 
-def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike, seconds: dict | None = None) -> Path:
+def _compare_lines(rows, name: str, evaluation: dict) -> list[str]:
+    """Another model's ``brainseg3d evaluate`` scores against each run's out-of-fold scores
+    on exactly the same cases, per source."""
+    from .data.pool import case_source
+
+    theirs = {r["case"]: r for r in evaluation["cases"]}
+    lines = ["", f"## Same cases, other model: {name}", "",
+             f"`{name}` scored by `brainseg3d evaluate` on {len(theirs)} pool cases it never trained on, against the",
+             "out-of-fold predictions of each recipe on exactly those cases (mean +/- std; the recipes' figures",
+             "include the post-processing chosen by CV).", "",
+             "| model | source | n | Dice WT | Dice TC | Dice ET |", "|---|---|---|---|---|---|"]
+
+    def cell(rs, r):
+        v = [x[f"Dice_{r}"] for x in rs]
+        return f"{np.mean(v):.3f} +/- {np.std(v):.3f}"
+
+    for src in ("all", *SOURCES):
+        pick = [c for c in theirs if src == "all" or case_source(c) == src]
+        if not pick:
+            continue
+        lines.append(f"| {name} | {src} | {len(pick)} | " + " | ".join(cell([theirs[c] for c in pick], r) for r in REGIONS) + " |")
+        for facts, cv in rows:
+            ours = [x for x in cv["cases"] if x["case"] in set(pick)]
+            if len(ours) == len(pick):
+                lines.append(f"| {facts['name']} (out-of-fold) | {src} | {len(ours)} | " + " | ".join(cell(ours, r) for r in REGIONS) + " |")
+    return lines
+
+
+def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike, seconds: dict | None = None,
+                      compare: dict | None = None) -> Path:
     """Write the experiments table (Markdown, ``out``) and a chart beside it (``.png``) from
     CV runs that ``cv score`` has scored: recipe, params, CPU minutes, out-of-fold Dice per
     region and source (mean +/- std), post-processing, inference s/case.
@@ -283,6 +312,8 @@ def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         runs: CV run folders (each with ``cv.json``).
         out: the Markdown file.
         seconds: run name -> measured end-to-end inference s/case (``brainseg3d bench``).
+        compare: model name -> ``brainseg3d evaluate`` JSON of another model on pool cases it
+            never saw; a second table puts it beside each run's out-of-fold scores on those cases.
     """
     out = Path(out)
     rows = []
@@ -327,6 +358,8 @@ def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
                     (f"{pp.get('min_component', 0)} / {pp.get('et_to_necrosis', 0)}" if kind == "postprocessed" else "raw"),
                     str(seconds.get(facts["name"], "")) if first else "",
                 ]) + " |")
+    for cname, path in (compare or {}).items():
+        lines += _compare_lines(rows, cname, json.loads(Path(path).read_text()))
     lines += ["", f"![out-of-fold Dice per source]({out.with_suffix('.png').name})", ""]
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from brainseg3d.cli import main
-from brainseg3d.cv import choose_postprocessing, load_oof, score_oof, score_run, summarize
+from brainseg3d.cv import choose_postprocessing, experiments_table, load_oof, score_oof, score_run, summarize
 from brainseg3d.inference import load_bundle_network
 
 from .conftest import REPO, write_case
@@ -124,3 +124,30 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     assert torch.allclose(members[1], net(x), atol=1e-5) and torch.allclose(ts, net(x), atol=1e-4)
     with pytest.raises(ValueError, match="members must be 1..3"):
         load_bundle_network(bundle, members=4)
+
+
+def test_experiments_table_from_scored_runs(tmp_path):
+    shape = (3, 16, 16, 16)
+    gt = np.zeros(shape, bool)
+    gt[0] = _cube(shape[1:], 2, 10)
+    gt[1] = _cube(shape[1:], 3, 7)
+    run = tmp_path / "recipe_a"
+    _oof_file(run, 0, "Brats18_A_1", "adult", gt.astype(np.float32), gt)
+    _oof_file(run, 1, "BraTS-SSA-00001-000", "africa", gt.astype(np.float32), gt)
+    for f in (0, 1):
+        (run / f"fold{f}" / "summary.json").write_text(json.dumps({"params": 1_600_000, "epochs": 8, "iterations": 100,
+                                                                  "train_cpu_minutes": 10.0, "train_minutes": 5.0, "hardware": "cpu"}))
+        (run / f"fold{f}" / "config.yaml").write_text("name: recipe_a\nk: 1\nnetwork: {_target_: monai.networks.nets.UNet, channels: [16, 32]}\n"
+                                                      "augmentation: [{_target_: RandFlipd}, {_target_: RandGaussianNoised}]\n")
+    with pytest.raises(FileNotFoundError, match="cv score"):
+        experiments_table([run], tmp_path / "x.md")
+    score_run(run)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"cases": [{"case": "BraTS-SSA-00001-000", "Dice_WT": 0.5, "Dice_TC": 0.4, "Dice_ET": 1.0}]}))
+    out = tmp_path / "docs" / "experiments.md"
+    assert main(["cv", "table", str(run), "--out", str(out), "--seconds", "recipe_a=1.5", "--compare", f"v0={other}"]) == 0
+    text = out.read_text()
+    assert "| recipe_a | UNet [16, 32], K=1 | 1.60 M | 8 | 20.0 | RandFlipd, RandGaussianNoised | all | 2 | 1.000 +/- 0.000" in text
+    assert "| 1.5 |" in text and "| v0 | africa | 1 | 0.500 +/- 0.000 | 0.400 +/- 0.000 | 1.000 +/- 0.000 |" in text
+    assert "| recipe_a (out-of-fold) | africa | 1 | 1.000 +/- 0.000" in text
+    assert out.with_suffix(".png").stat().st_size > 1000
