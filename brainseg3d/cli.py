@@ -100,7 +100,12 @@ def _cv_score(args) -> int:
     post = None
     if args.min_component is not None or args.et_to_necrosis is not None:
         post = {"min_component": args.min_component or 0, "et_to_necrosis": args.et_to_necrosis or 0}
-    summary = score_run(args.run, args.out, post=post, choose=not args.no_search)
+    if args.tta:
+        from .cv import predict_out_of_fold
+        from .data.pool import parse_roots
+
+        print(f"{predict_out_of_fold(args.run, 'oof_tta', tta=True, roots=parse_roots(args.root))} cases predicted with flip TTA", file=sys.stderr)
+    summary = score_run(args.run, args.out, post=post, choose=not args.no_search, oof_name="oof_tta" if args.tta else "oof")
     print(format_summary(summary))
     print(Path(args.out or args.run) / "cv.json")
     return 0
@@ -401,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-component", type=int, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--no-search", action="store_true", help="no post-processing search (raw scores only)")
+    s.add_argument("--tta", action="store_true", help="first predict the held-out cases again with flip TTA (fold<i>/oof_tta/), then score those")
+    s.add_argument("--root", action="append", metavar="NAME=PATH", help="with --tta: where a pool root is, over the recorded one")
     s.set_defaults(func=_cv_score)
     s = cvs.add_parser("table", help="the experiments table (Markdown + chart) of scored CV runs")
     s.add_argument("runs", nargs="+", help="CV run folders, each scored by `cv score`")

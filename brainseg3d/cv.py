@@ -87,11 +87,61 @@ def train_folds(
     return summaries
 
 
-def load_oof(run: str | os.PathLike) -> list[dict]:
+class _FlipMean(torch.nn.Module):
+    """Flip test-time augmentation as one network: the logit of the mean sigmoid over the
+    identity and the flips of the two in-plane axes (as :class:`~brainseg3d.inference.Predictor`
+    with ``tta=True``)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        total = torch.sigmoid(self.net(x).float())
+        for dims in ((2,), (3,), (2, 3)):
+            total = total + torch.sigmoid(self.net(x.flip(dims)).float()).flip(dims)
+        return torch.logit(total / 4, eps=1e-6)
+
+
+def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool = True, roots: dict | None = None,
+                        folds: Sequence[int] | None = None) -> int:
+    """Predict each fold's held-out cases again with its final weights (e.g. with flip TTA)
+    into ``fold<i>/<name>/``, so a variant of inference is judged on the same out-of-fold cases.
+
+    Returns:
+        The number of cases predicted.
+    """
+    from .data.slices import VolumeCache
+    from .networks import bf16_supported, volume_network
+    from .training import load_config, write_out_of_fold
+    from .transforms import preprocessing
+
+    n = 0
+    for fold_dir in sorted(Path(run).glob("fold*")):
+        fold = int(fold_dir.name[4:])
+        if folds is not None and fold not in folds:
+            continue
+        parser = load_config(fold_dir / "config.yaml")
+        data = parser.get_parsed_content("data")
+        from .data.pool import fold_items
+
+        _, held = fold_items(data["datalist"], fold, {**(data.get("roots") or {}), **(roots or {})})
+        net = parser.get_parsed_content("network")
+        net.load_state_dict(torch.load(fold_dir / "final_model.pt", map_location="cpu", weights_only=True))
+        dev = torch.device("cpu")
+        bf16 = bool(parser.get("train", {}).get("bf16", False)) and bf16_supported(dev)
+        vnet = volume_network(net.eval(), "2.5d", k=int(parser.get("k", 1)), bf16=bf16)
+        cache = VolumeCache(held, preprocessing(["image", "label"], normalize=data.get("normalize", "zscore")), progress=False)
+        write_out_of_fold(_FlipMean(vnet) if tta else vnet, held, cache, fold_dir / name, dev)
+        n += len(held)
+    return n
+
+
+def load_oof(run: str | os.PathLike, name: str = "oof") -> list[dict]:
     """Every out-of-fold prediction of a CV run: ``{"case", "source", "fold", "prob", "label"}``
     (``prob`` float32 ``[3, X, Y, Z]`` in [0, 1], ``label`` bool regions)."""
     out = []
-    for path in sorted(Path(run).glob("fold*/oof/*.npz")):
+    for path in sorted(Path(run).glob(f"fold*/{name}/*.npz")):
         with np.load(path) as z:
             out.append({
                 "case": str(z["case"]),
@@ -197,7 +247,7 @@ def _write_rows(rows: Sequence[dict], path: Path) -> None:
 
 
 def score_run(run: str | os.PathLike, out: str | os.PathLike | None = None, post: dict | None = None,
-              choose: bool = True) -> dict:
+              choose: bool = True, oof_name: str = "oof") -> dict:
     """Score a CV run's out-of-fold predictions; write ``cv_raw.csv`` (no post-processing),
     ``cv.csv`` / ``cv.json`` (the chosen or given post-processing) and ``postprocessing.json``.
 
@@ -206,12 +256,14 @@ def score_run(run: str | os.PathLike, out: str | os.PathLike | None = None, post
         out: where to write (default: ``run``).
         post: a fixed post-processing; with ``None`` and ``choose`` it is chosen on the OOF.
         choose: search :data:`POSTPROCESSING_GRID` when ``post`` is not given.
+        oof_name: which out-of-fold predictions (``oof``; ``oof_tta`` from
+            :func:`predict_out_of_fold`).
     """
     t0 = time.time()
     run = Path(run)
     out = Path(out or run)
     out.mkdir(parents=True, exist_ok=True)
-    oof = load_oof(run)
+    oof = load_oof(run, oof_name)
     if not oof:
         raise FileNotFoundError(f"no out-of-fold predictions under {run}/fold*/oof/ (run `brainseg3d cv train` first)")
     tried = None
@@ -224,6 +276,7 @@ def score_run(run: str | os.PathLike, out: str | os.PathLike | None = None, post
     summary = {
         "run": str(run),
         "n_cases": len(rows),
+        "oof": oof_name,
         "folds": sorted({r["fold"] for r in rows}),
         "postprocessing": post or {},
         "raw": summarize(raw),

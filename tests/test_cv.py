@@ -108,6 +108,10 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     assert "africa" in out and "adult" in out
     doc = json.loads((run / "cv.json").read_text())
     assert doc["n_cases"] == 3 and doc["folds"] == [0, 1, 2]
+    # flip TTA judged on the same out-of-fold cases
+    assert main(["cv", "score", str(run), "--tta", "--out", str(tmp_path / "tta")]) == 0
+    assert sorted(p.stem for p in run.glob("fold*/oof_tta/*.npz")) == sorted(p.stem for p in run.glob("fold*/oof/*.npz"))
+    assert json.loads((tmp_path / "tta" / "cv.json").read_text())["oof"] == "oof_tta"
     bundle = tmp_path / "bundle"
     shutil.copytree(REPO / "bundles" / "brats_mri_2p5d_segmentation", bundle)
     cfg = json.loads((bundle / "configs" / "inference.json").read_text())
