@@ -47,8 +47,11 @@ logger = logging.getLogger(__name__)
 
 
 def _last_checkpoint(fold_dir: Path) -> Path | None:
-    ckpts = sorted(fold_dir.glob("epoch_checkpoint_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    return ckpts[-1] if ckpts else None
+    """The newest per-epoch checkpoint (``epoch_checkpoint_epoch=7.pt``, Ignite's naming) of a fold."""
+    import re
+
+    ckpts = [(int(m.group(1)), p) for p in fold_dir.glob("epoch_checkpoint_*.pt") if (m := re.search(r"(\d+)$", p.stem))]
+    return max(ckpts)[1] if ckpts else None
 
 
 def train_folds(

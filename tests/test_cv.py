@@ -155,3 +155,12 @@ def test_experiments_table_from_scored_runs(tmp_path):
     assert "| 1.5 |" in text and "| v0 | africa | 1 | 0.500 +/- 0.000 | 0.400 +/- 0.000 | 1.000 +/- 0.000 |" in text
     assert "| recipe_a (out-of-fold) | africa | 1 | 1.000 +/- 0.000" in text
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_resume_picks_the_newest_epoch_checkpoint(tmp_path):
+    from brainseg3d.cv import _last_checkpoint
+
+    assert _last_checkpoint(tmp_path) is None
+    for e in (2, 10, 9):
+        (tmp_path / f"epoch_checkpoint_epoch={e}.pt").write_bytes(b"")
+    assert _last_checkpoint(tmp_path).name == "epoch_checkpoint_epoch=10.pt"
