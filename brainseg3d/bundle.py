@@ -91,6 +91,14 @@ def ensemble_network_def(unet: dict, members: int) -> dict:
     }
 
 
+def _post_entries(post: dict) -> dict:
+    """Bundle config entries of a post-processing setting (thresholds as floats, rules as ints)."""
+    out = {}
+    for k, v in post.items():
+        out[k] = [float(t) for t in v] if k == "thresholds" else int(v)
+    return out
+
+
 def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchscript: bool = True,
                     postprocessing: dict | None = None, unet: dict | None = None, half: bool = True) -> Path:
     """Make the bundle's network the mean of several trained 2D networks (e.g. the CV folds).
@@ -120,13 +128,19 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         if key == "network_def":
             new["members"], new["unet"] = entries["members"], entries["unet"]
             if postprocessing:
-                new.update({k: int(v) for k, v in postprocessing.items()})
+                new.update(_post_entries(postprocessing))
             new["network_def"] = entries["network_def"]
         elif key not in ("members", "unet") and not (postprocessing and key in postprocessing):
             new[key] = value
     tmp = cfg_path.with_suffix(".json.part")
     tmp.write_text(json.dumps(new, indent=4) + "\n")
     os.replace(tmp, cfg_path)
+    evaluate = bundle / "configs" / "evaluate.json"
+    if postprocessing and evaluate.exists():  # evaluation post-processes as inference does
+        ev = json.loads(evaluate.read_text())
+        ev.update(_post_entries(postprocessing))
+        evaluate.with_suffix(".json.part").write_text(json.dumps(ev, indent=4) + "\n")
+        os.replace(evaluate.with_suffix(".json.part"), evaluate)
     net, _ = load_bundle_network(bundle, weights=False)
     state = {}
     for i, ck in enumerate(checkpoints):

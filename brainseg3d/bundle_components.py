@@ -276,22 +276,30 @@ class ProbabilityMean(nn.Module):
 
 
 class PostprocessRegions(Transform):
-    """Post-processing of binary nested regions ``[WT, TC, ET, ...spatial]``, chosen by
-    cross-validation on the out-of-fold predictions.
+    """Post-processing of region probabilities (or binary regions) ``[WT, TC, ET, ...spatial]``,
+    chosen by cross-validation on the out-of-fold predictions.
 
     Args:
+        thresholds: per-region probability thresholds (WT, TC, ET); a region is
+            ``probability > threshold`` (binary input passes through unchanged for any
+            threshold in (0, 1)).
         min_component: whole-tumour connected components (full connectivity) smaller than
             this many voxels are removed from every region (0: off).
         et_to_necrosis: when the predicted enhancing tumour has fewer voxels than this, the ET
             channel is cleared; those voxels stay tumour core, i.e. become necrosis (0: off).
     """
 
-    def __init__(self, min_component: int = 0, et_to_necrosis: int = 0) -> None:
+    def __init__(self, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5)) -> None:
         self.min_component = int(min_component)
         self.et_to_necrosis = int(et_to_necrosis)
+        self.thresholds = [float(t) for t in thresholds]
+        if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be three numbers in (0, 1) for WT, TC, ET, got {thresholds!r}")
 
     def __call__(self, regions):
-        r = torch.as_tensor(regions) > 0.5
+        x = torch.as_tensor(regions)
+        t = torch.tensor(self.thresholds, dtype=torch.float32, device=x.device).reshape(3, *([1] * (x.ndim - 1)))
+        r = torch.cat([x[:3].float() > t, x[3:] > 0.5])
         if self.min_component > 0:
             import numpy as np
             from scipy import ndimage
@@ -306,7 +314,7 @@ class PostprocessRegions(Transform):
             n_et = int(r[2].sum())
             if 0 < n_et < self.et_to_necrosis:
                 r = torch.cat([r[:2], torch.zeros_like(r[2:3]), r[3:]])
-        out = r.to(torch.as_tensor(regions).dtype)
+        out = r.to(x.dtype)
         if isinstance(regions, MetaTensor):
             out = MetaTensor(out, meta=regions.meta, applied_operations=regions.applied_operations)
         return out
@@ -315,9 +323,10 @@ class PostprocessRegions(Transform):
 class PostprocessRegionsd(MapTransform):
     """Dictionary version of :class:`PostprocessRegions`."""
 
-    def __init__(self, keys: KeysCollection, min_component: int = 0, et_to_necrosis: int = 0, allow_missing_keys=False):
+    def __init__(self, keys: KeysCollection, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5),
+                 allow_missing_keys=False):
         super().__init__(keys, allow_missing_keys)
-        self.converter = PostprocessRegions(min_component, et_to_necrosis)
+        self.converter = PostprocessRegions(min_component, et_to_necrosis, thresholds)
 
     def __call__(self, data):
         d = dict(data)

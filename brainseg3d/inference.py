@@ -4,7 +4,7 @@ One path for a case::
 
     Case -> preprocessing (transforms.preprocessing: load, RAS, 1 mm, crop brain, z-score)
          -> network (SliceWise25D over the cropped volume, slices batched; optional flip TTA)
-         -> sigmoid > 0.5 -> nested regions [WT, TC, ET] -> BraTS label map (uint8)
+         -> sigmoid > per-region thresholds -> nested regions [WT, TC, ET] -> BraTS label map (uint8)
          -> optional small-component clean-up
          -> Invertd (uncrop, undo RAS) -> NIfTI on the input's exact grid (shape + affine)
 
@@ -186,7 +186,9 @@ class Predictor:
         self.precision, self.labels, self.tta = precision, labels, tta
         self.min_component = int(parser.get("min_component", 0) if min_component is None else min_component)
         self.et_to_necrosis = int(parser.get("et_to_necrosis", 0) if et_to_necrosis is None else et_to_necrosis)
-        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis)
+        self.thresholds = [float(t) for t in parser.get("thresholds", [0.5, 0.5, 0.5])]
+        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis, self.thresholds)
+        self._thresholds = torch.tensor(self.thresholds, device=self.device).reshape(3, 1, 1, 1)
         self.et_label = LABEL_SCHEMES[labels]
         self.model_name = self.bundle.name
         meta = self.bundle / "configs" / "metadata.json"
@@ -232,7 +234,7 @@ class Predictor:
         """The device part of a case: preprocessed ``[4, H, W, D]`` -> uint8 BraTS label map
         ``[1, H, W, D]`` on the CPU, in the preprocessed (cropped, RAS) space. Thresholding
         and label assembly run on the device, so only a uint8 map crosses back."""
-        regions = self._probabilities(self._input(image)) > 0.5
+        regions = self._probabilities(self._input(image)) > self._thresholds  # per region, chosen by CV
         if self.min_component > 0 or self.et_to_necrosis > 0:
             regions = self._post(regions.cpu())
         return RegionsToLabels(self.et_label)(regions).cpu()

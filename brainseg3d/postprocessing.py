@@ -1,6 +1,6 @@
 """Post-processing of predicted tumour regions, chosen by cross-validation (nnU-Net habit).
 
-Two rules on the binary nested regions ``[WT, TC, ET, X, Y, Z]``
+Per-region probability thresholds (WT, TC, ET), then two rules on the binary nested regions ``[WT, TC, ET, X, Y, Z]``
 (:class:`~brainseg3d.bundle_components.PostprocessRegions`, which the bundle uses too):
 
 * ``min_component``: whole-tumour connected components smaller than this many voxels are
@@ -27,8 +27,9 @@ from .bundle_components import PostprocessRegions, PostprocessRegionsd
 __all__ = ["PostprocessRegions", "PostprocessRegionsd", "postprocess_regions"]
 
 
-def postprocess_regions(regions, min_component: int = 0, et_to_necrosis: int = 0):
-    """Both rules on a boolean ``[3, ...]`` numpy array or tensor; returns the same kind."""
+def postprocess_regions(regions, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5)):
+    """Thresholds and both rules on a ``[3, ...]`` numpy array or tensor (probabilities or
+    booleans); returns booleans as numpy, or a tensor of the input's dtype."""
     is_np = not isinstance(regions, torch.Tensor)
-    out = PostprocessRegions(min_component, et_to_necrosis)(torch.as_tensor(np.asarray(regions) if is_np else regions))
+    out = PostprocessRegions(min_component, et_to_necrosis, thresholds)(torch.as_tensor(np.asarray(regions) if is_np else regions))
     return out.numpy().astype(bool) if is_np else out

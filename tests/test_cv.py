@@ -64,17 +64,37 @@ def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
     pred[0, 20:22, 20:22, 20:22] = 1  # an 8-voxel island
     _oof_file(tmp_path, 0, "Brats18_B_1", "adult", pred, gt)
     best, tried = choose_postprocessing(load_oof(tmp_path), {"min_component": [0, 50], "et_to_necrosis": [0, 50]})
-    assert best == {"min_component": 50, "et_to_necrosis": 50}
-    assert len(tried) == 4 and max(t["mean"] for t in tried) == pytest.approx(1.0)
+    assert best == {"thresholds": [0.5, 0.5, 0.5], "min_component": 50, "et_to_necrosis": 50}  # 0/1 probs: 0.5 wins ties
+    rules = [t for t in tried if "min_component" in t]
+    assert len(rules) == 4 and max(t["mean"] for t in rules) == pytest.approx(1.0)
     summary = score_run(tmp_path)
     assert summary["postprocessing"] == best and summary["postprocessed"]["all"]["Dice_ET"]["mean"] == 1.0
     assert summary["raw"]["all"]["Dice_ET"]["mean"] == 0.0
     # the fast Dice of the search agrees with the full scorer (MONAI Dice) for every setting
-    for t in tried:
-        full = summarize(score_oof(load_oof(tmp_path), {k: t[k] for k in ("min_component", "et_to_necrosis")}))["all"]
+    for t in rules:
+        full = summarize(score_oof(load_oof(tmp_path), {k: t[k] for k in ("thresholds", "min_component", "et_to_necrosis")}))["all"]
         assert all(t[f"Dice_{r}"] == pytest.approx(full[f"Dice_{r}"]["mean"], abs=1e-6) for r in ("WT", "TC", "ET"))
     for f in ("cv.csv", "cv_raw.csv", "cv.json", "postprocessing.json"):
         assert (tmp_path / f).is_file()
+
+
+def test_thresholds_chosen_per_region(tmp_path):
+    """TC over-segmented at 0.5 (its probability is 0.55 outside the true core): the TC
+    threshold moves above 0.55; WT and ET stay at 0.5."""
+    shape = (3, 20, 20, 20)
+    gt = np.zeros(shape, bool)
+    gt[0] = _cube(shape[1:], 2, 14)
+    gt[1] = _cube(shape[1:], 5, 9)
+    prob = gt.astype(np.float32) * 0.9
+    prob[1][gt[0] & ~gt[1]] = 0.55
+    _oof_file(tmp_path, 0, "Brats18_C_1", "adult", prob, gt)
+    from brainseg3d.cv import choose_thresholds
+
+    th, tried = choose_thresholds(load_oof(tmp_path))
+    assert th[1] >= 0.6 and th[0] == 0.5 and th[2] == 0.5
+    assert {t["region"] for t in tried} == {"WT", "TC", "ET"}
+    rows = score_oof(load_oof(tmp_path), {"thresholds": th})
+    assert rows[0]["Dice_TC"] == pytest.approx(1.0) and score_oof(load_oof(tmp_path))[0]["Dice_TC"] < 0.3
 
 
 def test_cv_score_without_predictions_is_a_clear_error(tmp_path, capsys):

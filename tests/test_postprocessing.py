@@ -40,3 +40,16 @@ def test_tensor_and_dict_forms_agree():
     b = PostprocessRegionsd("pred", 28, 9)({"pred": t})["pred"]
     assert a.dtype == t.dtype and torch.equal(a, b)
     assert np.array_equal(a.numpy().astype(bool), postprocess_regions(_regions(), 28, 9))
+
+
+def test_per_region_thresholds():
+    prob = np.zeros((3, 10, 10, 10), np.float32)
+    prob[:, 2:8, 2:8, 2:8] = [[[[0.65]]], [[[0.45]]], [[[0.35]]]]
+    out = postprocess_regions(prob, thresholds=(0.6, 0.4, 0.3))
+    assert out[0].sum() == out[1].sum() == out[2].sum() == 216
+    out = postprocess_regions(prob, thresholds=(0.7, 0.5, 0.3))
+    assert out[0].sum() == 0 and out[1].sum() == 0 and out[2].sum() == 216
+    import pytest
+
+    with pytest.raises(ValueError, match="thresholds"):
+        PostprocessRegions(thresholds=(0.5, 1.2, 0.5))
