@@ -35,7 +35,9 @@ def export_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLike | No
         torchscript: also export ``models/model.ts``.
     """
     bundle = Path(bundle or DEFAULT_BUNDLE)
-    net, _ = load_bundle_network(bundle, weights=False)
+    net, parser = load_bundle_network(bundle, weights=False)
+    if parser.get("members") is not None:  # an ensemble bundle: the checkpoint becomes its only member
+        return export_ensemble([checkpoint], bundle, torchscript=torchscript, half=False)
     state = _load_state(checkpoint)
     if not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items()}

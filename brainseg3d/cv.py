@@ -403,7 +403,7 @@ def _pp_text(pp: dict) -> str:
 
 
 def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike, seconds: dict | None = None,
-                      compare: dict | None = None) -> Path:
+                      compare: dict | None = None, command: str | None = None) -> Path:
     """Write the experiments table (Markdown, ``out``) and a chart beside it (``.png``) from
     CV runs that ``cv score`` has scored: recipe, params, CPU minutes, out-of-fold Dice per
     region and source (mean +/- std), post-processing, inference s/case.
@@ -435,7 +435,7 @@ def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         "necrosis); *raw*: threshold 0.5, no rules. Choosing the post-processing on the same",
         "cases makes the *pp* rows slightly optimistic.",
         "",
-        f"Made by `brainseg3d cv table {' '.join(str(r) for r in runs)} --out {out}`.",
+        f"Made by `{command or f'brainseg3d cv table {chr(32).join(str(r) for r in runs)} --out {out}'}`.",
         "",
         "| recipe | network | params | epochs/fold | CPU min (all folds) | augmentation | source | n | Dice WT | Dice TC | Dice ET | HD95 WT | pp | inference s/case |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
