@@ -3,7 +3,7 @@
 Research use only; not a medical device.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def segment(input, bundle=None, **kwargs):

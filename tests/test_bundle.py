@@ -121,7 +121,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.1.0" and "0.1.0" in meta["changelog"]
+    assert meta["version"] == "0.2.0" and "0.2.0" in meta["changelog"]
     assert meta["monai_version"] == monai.__version__
     assert meta["pytorch_version"] == torch.__version__.split("+")[0]
     assert meta["numpy_version"] == np.__version__
@@ -293,7 +293,7 @@ def test_workflow_properties(name, case_inputs, tiny_datalist, monkeypatch, bund
     try:
         missing = workflow.check_properties()
         assert missing == [], f"missing or misnamed properties: {missing}"
-        assert workflow.version == "0.1.0"
+        assert workflow.version == "0.2.0"
     finally:
         workflow.finalize()
 
