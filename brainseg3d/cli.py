@@ -120,7 +120,7 @@ def _cv_table(args) -> int:
         seconds[name] = float(value)
     compare = dict(kv.partition("=")[::2] for kv in args.compare or [])
     command = "brainseg3d " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("brainseg3d", "__main__.py") else None
-    print(experiments_table(args.runs, args.out, seconds, compare, command))
+    print(experiments_table(args.runs, args.out, seconds, compare, command, args.notes))
     return 0
 
 
@@ -415,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="docs/experiments.md", help="Markdown file (a .png chart beside it)")
     s.add_argument("--seconds", action="append", metavar="NAME=S", help="measured inference s/case of a recipe (brainseg3d bench)")
     s.add_argument("--compare", action="append", metavar="NAME=EVAL.json", help="another model's `brainseg3d evaluate` JSON on pool cases it never saw, beside the OOF scores on the same cases")
+    s.add_argument("--notes", default=None, help="a Markdown file appended to the table (reading, next steps)")
     s.set_defaults(func=_cv_table)
     s = cvs.add_parser("export", help="make the fold models (final weights) the bundle's ensemble, with the chosen post-processing")
     s.add_argument("run", help="the CV run folder")

@@ -403,7 +403,7 @@ def _pp_text(pp: dict) -> str:
 
 
 def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike, seconds: dict | None = None,
-                      compare: dict | None = None, command: str | None = None) -> Path:
+                      compare: dict | None = None, command: str | None = None, notes: str | os.PathLike | None = None) -> Path:
     """Write the experiments table (Markdown, ``out``) and a chart beside it (``.png``) from
     CV runs that ``cv score`` has scored: recipe, params, CPU minutes, out-of-fold Dice per
     region and source (mean +/- std), post-processing, inference s/case.
@@ -414,6 +414,8 @@ def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         seconds: run name -> measured end-to-end inference s/case (``brainseg3d bench``).
         compare: model name -> ``brainseg3d evaluate`` JSON of another model on pool cases it
             never saw; a second table puts it beside each run's out-of-fold scores on those cases.
+        command: the command line to print as the table's origin.
+        notes: a Markdown file appended verbatim (reading of the results, what is next).
     """
     out = Path(out)
     rows = []
@@ -463,6 +465,8 @@ def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
     for cname, path in (compare or {}).items():
         lines += _compare_lines(rows, cname, json.loads(Path(path).read_text()))
     lines += ["", f"![out-of-fold Dice per source]({out.with_suffix('.png').name})", ""]
+    if notes:
+        lines += [Path(notes).read_text().rstrip(), ""]
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text("\n".join(lines))

@@ -53,3 +53,14 @@ def test_per_region_thresholds():
 
     with pytest.raises(ValueError, match="thresholds"):
         PostprocessRegions(thresholds=(0.5, 1.2, 0.5))
+
+
+def test_uint16_label_maps_are_read():
+    """Some BraTS 2021 label files are uint16; torch has no unique() for that type."""
+    from brainseg3d.evaluation import region_scores
+
+    lab = np.zeros((8, 8, 8), np.uint16)
+    lab[2:5, 2:5, 2:5] = 2
+    lab[3, 3, 3] = 4
+    s = region_scores(lab, lab.astype(np.uint8))
+    assert s["Dice_WT"] == 1.0 and s["Dice_ET"] == 1.0

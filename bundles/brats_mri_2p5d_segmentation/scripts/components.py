@@ -172,7 +172,12 @@ class LabelToRegions(Transform):
 
     def __call__(self, label, case_id: str = "label"):
         lab = label[0] if label.ndim == 4 else label
-        values = set(torch.unique(torch.as_tensor(lab)).round().int().tolist())
+        if not isinstance(lab, torch.Tensor) and getattr(lab, "dtype", None) is not None and lab.dtype.kind == "u" and lab.dtype.itemsize > 1:
+            lab = lab.astype("int64")  # numpy uint16/32/64 (some BraTS 2021 files): torch has no unique for them
+        lab = torch.as_tensor(lab)
+        if lab.dtype in (torch.uint16, torch.uint32, torch.uint64):
+            lab = lab.to(torch.int64)
+        values = set(torch.unique(lab).round().int().tolist())
         et = self.et_label
         if et == "auto":
             if {3, 4} <= values:
