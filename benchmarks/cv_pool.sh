@@ -21,11 +21,11 @@ cmp -s <(python3 -c "import json,sys; print(json.dumps({i['case']: i['fold'] for
 $bs cv train configs/unet25d_pool.yaml --output "$run" --root extra="$extra" --quiet   # 5 folds
 $bs cv score "$run"                         # out-of-fold Dice / HD95, post-processing chosen by CV
 $bs cv export "$run"                        # the 5 fold models -> bundle (model.pt fp16 + model.ts)
-# the committed record (docs/training/cv) and the experiments table
-mkdir -p docs/training/cv
-cp "$run"/cv.json "$run"/cv.csv "$run"/cv_raw.csv "$run"/postprocessing.json docs/training/cv/
+# the committed record (bundles/brats_mri_2p5d_segmentation/docs/training/cv) and the experiments table
+mkdir -p bundles/brats_mri_2p5d_segmentation/docs/training/cv
+cp "$run"/cv.json "$run"/cv.csv "$run"/cv_raw.csv "$run"/postprocessing.json bundles/brats_mri_2p5d_segmentation/docs/training/cv/
 for f in "$run"/fold*; do
-    d=docs/training/cv/$(basename "$f"); mkdir -p "$d"
+    d=bundles/brats_mri_2p5d_segmentation/docs/training/cv/$(basename "$f"); mkdir -p "$d"
     cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
 done
-$bs cv table docs/training/cv --out docs/experiments.md
+$bs cv table bundles/brats_mri_2p5d_segmentation/docs/training/cv --out docs/experiments.md

@@ -119,7 +119,9 @@ def _cv_table(args) -> int:
         name, _, value = kv.partition("=")
         seconds[name] = float(value)
     compare = dict(kv.partition("=")[::2] for kv in args.compare or [])
-    command = "brainseg3d " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("brainseg3d", "__main__.py") else None
+    import shlex
+
+    command = "brainseg3d " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name in ("brainseg3d", "__main__.py") else None
     print(experiments_table(args.runs, args.out, seconds, compare, command, args.notes))
     return 0
 

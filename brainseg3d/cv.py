@@ -389,11 +389,14 @@ def _compare_lines(rows, name: str, evaluation: dict) -> list[str]:
         pick = [c for c in theirs if src == "all" or case_source(c) == src]
         if not pick:
             continue
-        lines.append(f"| {name} | {src} | {len(pick)} | " + " | ".join(cell([theirs[c] for c in pick], r) for r in REGIONS) + " |")
+        lines.append(f"| {name}, all its cases | {src} | {len(pick)} | " + " | ".join(cell([theirs[c] for c in pick], r) for r in REGIONS) + " |")
         for facts, cv in rows:
-            ours = [x for x in cv["cases"] if x["case"] in set(pick)]
-            if len(ours) == len(pick):
-                lines.append(f"| {facts['name']} (out-of-fold) | {src} | {len(ours)} | " + " | ".join(cell(ours, r) for r in REGIONS) + " |")
+            ours = {x["case"]: x for x in cv["cases"] if x["case"] in set(pick)}
+            if not ours:
+                continue
+            both = sorted(ours)
+            lines.append(f"| {name}, the cases below | {src} | {len(both)} | " + " | ".join(cell([theirs[c] for c in both], r) for r in REGIONS) + " |")
+            lines.append(f"| **{facts['name']}** (out-of-fold) | {src} | {len(both)} | " + " | ".join(cell([ours[c] for c in both], r) for r in REGIONS) + " |")
     return lines
 
 

@@ -172,8 +172,8 @@ def test_experiments_table_from_scored_runs(tmp_path):
     assert main(["cv", "table", str(run), "--out", str(out), "--seconds", "recipe_a=1.5", "--compare", f"v0={other}"]) == 0
     text = out.read_text()
     assert "| recipe_a | UNet [16, 32], K=1 | 1.60 M | 8 | 20.0 | RandFlipd, RandGaussianNoised | all | 2 | 1.000 +/- 0.000" in text
-    assert "| 1.5 |" in text and "| v0 | africa | 1 | 0.500 +/- 0.000 | 0.400 +/- 0.000 | 1.000 +/- 0.000 |" in text
-    assert "| recipe_a (out-of-fold) | africa | 1 | 1.000 +/- 0.000" in text
+    assert "| 1.5 |" in text and "| v0, all its cases | africa | 1 | 0.500 +/- 0.000 | 0.400 +/- 0.000 | 1.000 +/- 0.000 |" in text
+    assert "| **recipe_a** (out-of-fold) | africa | 1 | 1.000 +/- 0.000" in text
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
