@@ -93,6 +93,30 @@ def ensemble_network_def(unet: dict, members: int) -> dict:
     }
 
 
+def _sync_train_config(path: Path, entries: dict) -> None:
+    """Give the bundle's ``train.json`` the inference network (same ``members``, ``unet`` and
+    ``network_def``), so its checkpoints and the shipped ``model.pt`` are interchangeable
+    (``train.json`` then trains the members jointly, through their mean probability)."""
+    import json
+
+    if not path.exists():
+        return
+    text = path.read_text()
+    cfg = json.loads(text)
+    new = {}
+    for key, value in cfg.items():
+        if key == "network_def":
+            new["members"], new["unet"] = entries["members"], entries["unet"]
+            new.setdefault("slice_batch", cfg.get("slice_batch", 32))
+            new.setdefault("bf16", cfg.get("bf16", False))
+            new["network_def"] = entries["network_def"]
+        elif key not in ("members", "unet"):
+            new[key] = value
+    part = path.with_suffix(".json.part")
+    part.write_text(json.dumps(new, indent=4) + "\n")
+    os.replace(part, path)
+
+
 def _post_entries(post: dict) -> dict:
     """Bundle config entries of a post-processing setting (thresholds as floats, rules as ints)."""
     out = {}
@@ -137,6 +161,7 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
     tmp = cfg_path.with_suffix(".json.part")
     tmp.write_text(json.dumps(new, indent=4) + "\n")
     os.replace(tmp, cfg_path)
+    _sync_train_config(bundle / "configs" / "train.json", entries)
     evaluate = bundle / "configs" / "evaluate.json"
     if postprocessing and evaluate.exists():  # evaluation post-processes as inference does
         ev = json.loads(evaluate.read_text())

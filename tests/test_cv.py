@@ -135,7 +135,7 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     bundle = tmp_path / "bundle"
     shutil.copytree(REPO / "bundles" / "brats_mri_2p5d_segmentation", bundle)
     cfg = json.loads((bundle / "configs" / "inference.json").read_text())
-    cfg["network_def"]["net"]["channels"] = [4, 8, 16, 32, 64]
+    (cfg["unet"] if "unet" in cfg else cfg["network_def"]["net"])["channels"] = [4, 8, 16, 32, 64]
     (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
     assert main(["cv", "export", str(run), "--bundle", str(bundle)]) == 0
     net, parser = load_bundle_network(bundle)
