@@ -124,11 +124,17 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
         fold = int(fold_dir.name[4:])
         if folds is not None and fold not in folds:
             continue
+        if not (fold_dir / "final_model.pt").exists():
+            logger.warning("%s: no final_model.pt (fold not finished), skipped", fold_dir)
+            continue
         parser = load_config(fold_dir / "config.yaml")
         data = parser.get_parsed_content("data")
         from .data.pool import fold_items
 
         _, held = fold_items(data["datalist"], fold, {**(data.get("roots") or {}), **(roots or {})})
+        if all((fold_dir / name / f"{it['case']}.npz").exists() for it in held):
+            n += len(held)  # done by an earlier call
+            continue
         net = parser.get_parsed_content("network")
         net.load_state_dict(torch.load(fold_dir / "final_model.pt", map_location="cpu", weights_only=True))
         dev = torch.device("cpu")
