@@ -93,27 +93,24 @@ def ensemble_network_def(unet: dict, members: int) -> dict:
     }
 
 
-def _sync_train_config(path: Path, entries: dict) -> None:
-    """Give the bundle's ``train.json`` the inference network (same ``members``, ``unet`` and
-    ``network_def``), so its checkpoints and the shipped ``model.pt`` are interchangeable
-    (``train.json`` then trains the members jointly, through their mean probability)."""
-    import json
-
-    if not path.exists():
-        return
-    text = path.read_text()
-    cfg = json.loads(text)
+def _with_network(cfg: dict, entries: dict, extra: dict) -> dict:
+    """``cfg`` with the ensemble entries (``members``, ``unet``, ``network_def``) and ``extra``
+    keys in place of the old ones, inserted where ``network_def`` was (the order is kept)."""
+    replaced = {"members", "unet", "network_def", *extra}
     new = {}
     for key, value in cfg.items():
         if key == "network_def":
-            new["members"], new["unet"] = entries["members"], entries["unet"]
-            new.setdefault("slice_batch", cfg.get("slice_batch", 32))
-            new.setdefault("bf16", cfg.get("bf16", False))
-            new["network_def"] = entries["network_def"]
-        elif key not in ("members", "unet"):
+            new.update({"members": entries["members"], "unet": entries["unet"], **extra, "network_def": entries["network_def"]})
+        elif key not in replaced:
             new[key] = value
+    return new
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    import json
+
     part = path.with_suffix(".json.part")
-    part.write_text(json.dumps(new, indent=4) + "\n")
+    part.write_text(json.dumps(doc, indent=4) + "\n")
     os.replace(part, path)
 
 
@@ -149,25 +146,14 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
     if unet is None:
         unet = cfg.get("unet") or {k: v for k, v in cfg["network_def"]["net"].items() if k != "_target_"}
     entries = ensemble_network_def(unet, len(checkpoints))
-    new = {}
-    for key, value in cfg.items():  # keep the order: replace in place, add before network_def
-        if key == "network_def":
-            new["members"], new["unet"] = entries["members"], entries["unet"]
-            if postprocessing:
-                new.update(_post_entries(postprocessing))
-            new["network_def"] = entries["network_def"]
-        elif key not in ("members", "unet") and not (postprocessing and key in postprocessing):
-            new[key] = value
-    tmp = cfg_path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(new, indent=4) + "\n")
-    os.replace(tmp, cfg_path)
-    _sync_train_config(bundle / "configs" / "train.json", entries)
+    _write_json(cfg_path, _with_network(cfg, entries, _post_entries(postprocessing) if postprocessing else {}))
+    train_cfg = bundle / "configs" / "train.json"
+    if train_cfg.exists():  # train.json builds the same network, so checkpoints are interchangeable
+        train = json.loads(train_cfg.read_text())
+        _write_json(train_cfg, _with_network(train, entries, {"slice_batch": train.get("slice_batch", 32), "bf16": train.get("bf16", False)}))
     evaluate = bundle / "configs" / "evaluate.json"
     if postprocessing and evaluate.exists():  # evaluation post-processes as inference does
-        ev = json.loads(evaluate.read_text())
-        ev.update(_post_entries(postprocessing))
-        evaluate.with_suffix(".json.part").write_text(json.dumps(ev, indent=4) + "\n")
-        os.replace(evaluate.with_suffix(".json.part"), evaluate)
+        _write_json(evaluate, {**json.loads(evaluate.read_text()), **_post_entries(postprocessing)})
     net, _ = load_bundle_network(bundle, weights=False)
     state = {}
     for i, ck in enumerate(checkpoints):

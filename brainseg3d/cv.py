@@ -91,19 +91,17 @@ def train_folds(
 
 
 class _FlipMean(torch.nn.Module):
-    """Flip test-time augmentation as one network: the logit of the mean sigmoid over the
-    identity and the flips of the two in-plane axes (as :class:`~brainseg3d.inference.Predictor`
-    with ``tta=True``)."""
+    """Flip test-time augmentation as one network: the logit of
+    :func:`~brainseg3d.networks.flip_mean_probability` (what the Predictor does with ``tta=True``)."""
 
     def __init__(self, net):
         super().__init__()
         self.net = net
 
     def forward(self, x):
-        total = torch.sigmoid(self.net(x).float())
-        for dims in ((2,), (3,), (2, 3)):
-            total = total + torch.sigmoid(self.net(x.flip(dims)).float()).flip(dims)
-        return torch.logit(total / 4, eps=1e-6)
+        from .networks import flip_mean_probability
+
+        return torch.logit(flip_mean_probability(self.net, x), eps=1e-6)
 
 
 def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool = True, roots: dict | None = None,
@@ -114,6 +112,7 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
     Returns:
         The number of cases predicted.
     """
+    from .data.pool import fold_items
     from .data.slices import VolumeCache
     from .networks import bf16_supported, volume_network
     from .training import load_config, write_out_of_fold
@@ -129,8 +128,6 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
             continue
         parser = load_config(fold_dir / "config.yaml")
         data = parser.get_parsed_content("data")
-        from .data.pool import fold_items
-
         _, held = fold_items(data["datalist"], fold, {**(data.get("roots") or {}), **(roots or {})})
         if all((fold_dir / name / f"{it['case']}.npz").exists() for it in held):
             n += len(held)  # done by an earlier call
@@ -224,15 +221,16 @@ def choose_thresholds(oof: Sequence[dict], grid: Sequence[float] | None = None) 
     grid = list(grid or THRESHOLD_GRID)
     chosen = [0.5, 0.5, 0.5]
     tried = []
+    refs = [_nest(item["label"]) for item in oof]
     for region in (2, 1, 0):
         scores = []
         for t in grid:
             th = list(chosen)
             th[region] = t
             d = []
-            for item in oof:
+            for item, gt in zip(oof, refs):
                 r = np.stack([item["prob"][i] > th[i] for i in range(3)])
-                d.append(_dice(_nest(r)[region], _nest(item["label"])[region]))
+                d.append(_dice(_nest(r)[region], gt[region]))
             scores.append(float(np.mean(d)))
             tried.append({"region": REGIONS[region], "threshold": t, "Dice": scores[-1]})
         best = max(range(len(grid)), key=lambda i: (round(scores[i], 9), grid[i] == 0.5, -grid[i]))

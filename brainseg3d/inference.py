@@ -39,7 +39,7 @@ from monai.transforms import Invertd, NormalizeIntensity
 from . import __version__
 from .data.cases import Case, CaseError, channel_layout, inspect_case
 from .io import label_volumes_ml
-from .networks import bf16_supported
+from .networks import bf16_supported, flip_mean_probability
 from .postprocessing import PostprocessRegions
 from .transforms import LABEL_SCHEMES, RegionsToLabels, preprocessing
 
@@ -187,7 +187,7 @@ class Predictor:
         self.min_component = int(parser.get("min_component", 0) if min_component is None else min_component)
         self.et_to_necrosis = int(parser.get("et_to_necrosis", 0) if et_to_necrosis is None else et_to_necrosis)
         self.thresholds = [float(t) for t in parser.get("thresholds", [0.5, 0.5, 0.5])]
-        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis, self.thresholds)
+        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis)  # on the thresholded regions
         self._thresholds = torch.tensor(self.thresholds, device=self.device).reshape(3, 1, 1, 1)
         self.et_label = LABEL_SCHEMES[labels]
         self.model_name = self.bundle.name
@@ -217,12 +217,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        prob = torch.sigmoid(self.network(x))
-        if self.tta:
-            for dims in ((2,), (3,), (2, 3)):
-                prob += torch.sigmoid(self.network(x.flip(dims))).flip(dims)
-            prob /= 4
-        return prob[0]
+        return flip_mean_probability(self.network, x, self.tta)[0]
 
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:

@@ -95,3 +95,18 @@ def volume_network(net: nn.Module, mode: str, k: int = 1, bf16: bool = False, sl
     if mode == "3d":
         return Autocast(net, enabled=bf16)
     raise ValueError(f"mode must be '2.5d' or '3d', got {mode!r}")
+
+
+#: the flips of flip test-time augmentation: identity and the two in-plane axes of [B, C, H, W, D]
+FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
+
+
+def flip_mean_probability(network: nn.Module, x: torch.Tensor, tta: bool = True) -> torch.Tensor:
+    """Sigmoid probabilities of ``network(x)``, averaged over :data:`FLIPS` when ``tta``."""
+    flips = FLIPS if tta else FLIPS[:1]
+    prob = None
+    for dims in flips:
+        p = torch.sigmoid(network(x.flip(dims) if dims else x).float())
+        p = p.flip(dims) if dims else p
+        prob = p if prob is None else prob + p
+    return prob / len(flips)

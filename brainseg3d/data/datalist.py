@@ -21,7 +21,7 @@ from typing import Sequence
 
 from .cases import Case, discover
 
-__all__ = ["split_cases", "make_datalist", "write_datalist", "load_datalist"]
+__all__ = ["split_cases", "make_datalist", "write_datalist", "load_datalist", "absolute_item"]
 
 
 def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int, int]:
@@ -130,11 +130,14 @@ def load_datalist(path: str | os.PathLike, key: str = "training", dataset_dir: s
     base = Path(dataset_dir) if dataset_dir is not None else Path(doc.get("dataset_dir", "."))
     if not base.is_absolute() and dataset_dir is None:
         base = path.parent / base
-    out = []
-    for item in doc[key]:
-        it = dict(item)
-        it["image"] = [str(base / p) for p in item["image"]]
-        if "label" in item:
-            it["label"] = str(base / item["label"])
-        out.append(it)
-    return out
+    return [absolute_item(item, base) for item in doc[key]]
+
+
+def absolute_item(item: dict, base: str | os.PathLike) -> dict:
+    """A datalist item with its ``image`` and ``label`` paths joined to ``base``."""
+    base = Path(base)
+    it = dict(item)
+    it["image"] = [str(base / p) for p in item["image"]]
+    if "label" in item:
+        it["label"] = str(base / item["label"])
+    return it

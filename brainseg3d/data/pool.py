@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .cases import discover
+from .datalist import absolute_item
 
 __all__ = ["SOURCES", "case_source", "case_release", "stratified_folds", "make_pool", "write_pool",
            "load_pool", "fold_items", "parse_roots"]
@@ -163,11 +164,7 @@ def load_pool(path: str | os.PathLike, roots: Mapping[str, str | os.PathLike] | 
         base = where[name]
         if not base.is_dir():
             raise FileNotFoundError(f"root {name!r} of {path} not found at {base}; pass --root {name}=PATH")
-        it = dict(item)
-        it["image"] = [str(base / p) for p in item["image"]]
-        if "label" in item:
-            it["label"] = str(base / item["label"])
-        out.append(it)
+        out.append(absolute_item(item, base))
     return out
 
 
