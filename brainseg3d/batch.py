@@ -42,16 +42,23 @@ class CaseResult:
     path: str | None = None
     error: str | None = None
     seconds: float | None = None
+    review: bool | None = None  # the quality estimate flags the mask for review
+    reasons: list | None = None
 
 
 def output_path(out_dir: str | os.PathLike, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}.nii.gz"
 
 
-def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: Path, preview: bool, t0: float) -> Path:
-    """Writer thread: post-process a predicted case onto its input grid, then write it."""
+def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: Path, preview: bool, t0: float):
+    """Writer thread: post-process a predicted case onto its input grid, then write it.
+    Returns the mask's path and the report's ``quality`` block (or ``None``)."""
     pred = predictor.finish_loaded(loaded, label, t0)
-    return _write(pred, case, out_dir, preview, predictor.labels)
+    return _write(pred, case, out_dir, preview, predictor.labels), pred.report.get("quality")
+
+
+def uncertainty_path(out_dir: str | os.PathLike, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}_uncertainty.nii.gz"
 
 
 def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: str) -> Path:
@@ -59,6 +66,8 @@ def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: s
     path = output_path(out_dir, case_id)
     # the mask goes last: its presence means the case is complete (resume skips it)
     write_json(pred.report, out_dir / f"{case_id}.json")
+    if pred.uncertainty is not None:
+        save_label_image(pred.uncertainty, uncertainty_path(out_dir, case_id))
     if preview:
         title = f"{case_id}  WT {pred.report['volumes']['whole_tumour_ml']:.1f} ml"
         write_preview(_background(pred), np.asarray(pred.label.dataobj), out_dir / f"{case_id}.png", title=title, labels_scheme=labels, affine=pred.label.affine)
@@ -133,8 +142,10 @@ def segment_cases(
         def finish_write():
             case_id, fut, t0 = writes.popleft()
             try:
-                path = fut.result()
-                results[case_id] = CaseResult(case_id, "ok", str(path), seconds=round(time.perf_counter() - t0, 3))
+                path, quality = fut.result()
+                results[case_id] = CaseResult(case_id, "ok", str(path), seconds=round(time.perf_counter() - t0, 3),
+                                              review=None if quality is None else quality["review"],
+                                              reasons=None if quality is None else quality["reasons"])
             except Exception as e:
                 msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
                 logger.error("%s: %s", case_id, msg)
@@ -191,6 +202,7 @@ def write_summary(results: Sequence[CaseResult], out_dir: str | os.PathLike, sha
         "shard": list(shard) if shard else None,
         "cases": [dataclasses.asdict(r) for r in results],
         **{k: sum(r.status == k for r in results) for k in ("ok", "skipped", "failed")},
+        "review": [r.case_id for r in results if r.review],
     }
     return write_json(doc, Path(out_dir) / name)
 
@@ -220,6 +232,7 @@ def merge_summaries(out_dir: str | os.PathLike) -> dict:
         "shards": len(docs),
         "cases": sorted(cases, key=lambda c: c["case_id"]),
         **{k: sum(c["status"] == k for c in cases) for k in ("ok", "skipped", "failed")},
+        "review": sorted(c["case_id"] for c in cases if c.get("review")),
     }
     write_json(merged, out_dir / "summary.json")
     return merged

@@ -94,6 +94,20 @@ def _cv_train(args) -> int:
     return 0
 
 
+def _cv_quality(args) -> int:
+    from .cv import quality_run
+
+    res = quality_run(args.run, bundle=args.bundle, out=args.out, review_share=args.review_share)
+    v = res["validation"]
+    print(f"{v['n']} out-of-fold cases (leave-one-out): Spearman WT {v['spearman']['WT']:.2f} TC {v['spearman']['TC']:.2f} "
+          f"ET {v['spearman']['ET']:.2f}; {v['flagged_share']:.0%} flagged; {v['poor_flagged_share']:.0%} of the "
+          f"{v['n_poor']} cases with WT Dice < {v['poor_wt_dice']} flagged")
+    for c in res["candidates"]:
+        print(f"  features {'+'.join(c['features']):45s} Spearman WT {c['spearman']['WT']:.2f}  flagged {c['flagged_share']:.0%}  poor flagged {c['poor_flagged_share']:.0%}")
+    print(Path(args.out or args.run) / "quality.json")
+    return 0
+
+
 def _cv_score(args) -> int:
     from .cv import format_summary, score_run
 
@@ -235,7 +249,8 @@ def _segment(args) -> int:
         if shard:
             cases = cases[shard[0] :: shard[1]]
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, members=args.members,
-                              min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, register=args.register, skull_strip=args.skull_strip)
+                              min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, register=args.register, skull_strip=args.skull_strip,
+                              uncertainty=args.uncertainty)
         results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
                                 colour_table=args.colour_table, progress=not args.quiet, workers=args.workers)
     from .batch import write_summary
@@ -250,6 +265,11 @@ def _segment(args) -> int:
     print(f"{n_ok} segmented, {n_skip} skipped (output exists; --overwrite to redo), {len(failed)} failed", file=sys.stderr)
     for r in failed:
         print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
+    review = [r for r in results if r.review]
+    if review:
+        print(f"{len(review)} case(s) to review (quality estimate; see <case>.json):", file=sys.stderr)
+        for r in review:
+            print(f"REVIEW {r.case_id}: {'; '.join(r.reasons or [])}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -395,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="cross-validation on a pool datalist: train the folds, score out-of-fold, export the ensemble")
     cvs = cv.add_subparsers(dest="cv_command", required=True)
     s = cvs.add_parser("train", help="train one model per fold (resumes an interrupted fold, skips finished ones)")
-    s.add_argument("config", help="experiment YAML whose data#datalist is a pool datalist")
+    s.add_argument("config", nargs="+", help="experiment YAML whose data#datalist is a pool datalist; several are merged, later ones override key by key")
     s.add_argument("--output", default=None, help="run folder (default runs/<name>); fold<i>/ inside")
     s.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
     s.add_argument("--root", action="append", metavar="NAME=PATH", help="where a pool root is, over the recorded one")
@@ -419,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compare", action="append", metavar="NAME=EVAL.json", help="another model's `brainseg3d evaluate` JSON on pool cases it never saw, beside the OOF scores on the same cases")
     s.add_argument("--notes", default=None, help="a Markdown file appended to the table (reading, next steps)")
     s.set_defaults(func=_cv_table)
+    s = cvs.add_parser("quality", help="fit and validate the per-case quality estimate on the out-of-fold predictions")
+    s.add_argument("run", help="the CV run folder, scored by `cv score`")
+    s.add_argument("--bundle", default=None, help="write the calibration into this bundle's configs/quality.json")
+    s.add_argument("--out", default=None, help="where quality.json / quality.png go (default: the run folder)")
+    s.add_argument("--review-share", type=float, default=0.25, help="share of the out-of-fold cases under the review threshold (default 0.25)")
+    s.set_defaults(func=_cv_quality)
     s = cvs.add_parser("export", help="make the fold models (final weights) the bundle's ensemble, with the chosen post-processing")
     s.add_argument("run", help="the CV run folder")
     s.add_argument("--folds", default=None, help="comma-separated folds to include (default: all)")
@@ -453,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", default=None, metavar="I/N", help="segment only cases I, I+N, ... (0-based; under torchrun: the rank)")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")
+    s.add_argument("--uncertainty", action="store_true",
+                   help="also write <case>_uncertainty.nii.gz: per-voxel uncertainty in percent (0 sure, 100 a coin flip) on the input grid")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_segment)
 

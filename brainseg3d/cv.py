@@ -55,7 +55,7 @@ def _last_checkpoint(fold_dir: Path) -> Path | None:
 
 
 def train_folds(
-    config: str | os.PathLike,
+    config: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike | None = None,
     folds: Sequence[int] | None = None,
     roots: dict | None = None,
@@ -69,10 +69,10 @@ def train_folds(
         The training summary of each fold.
     """
     from .data.pool import load_pool
-    from .training import load_config, train
+    from .training import config_name, load_config, train
 
     parser = load_config(config, overrides)
-    name = parser.get("name", Path(config).stem)
+    name = config_name(parser, config)
     out = Path(output or Path("runs") / name)
     n_folds = len({it["fold"] for it in load_pool(parser["data"]["datalist"], {**(parser["data"].get("roots") or {}), **(roots or {})})})
     summaries = []
@@ -509,3 +509,85 @@ def _plot_experiments(rows, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
     fig.savefig(tmp, dpi=90)
     os.replace(tmp, path)
+
+
+def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                review_share: float = 0.25, poor: float = 0.75) -> dict:
+    """Fit and validate the per-case quality estimate (:mod:`brainseg3d.quality`) on a scored
+    CV run's out-of-fold predictions.
+
+    Every case's features come from the fold model that never saw it, its true Dice from
+    ``cv.csv`` (the chosen post-processing), the thresholds from ``postprocessing.json``.
+    The validation is leave-one-out over these cases, for each candidate feature set (the
+    shipped one is :data:`~brainseg3d.quality.DEFAULT_FEATURES`).
+
+    Writes ``<out>/quality.json`` (validation, per case) and ``quality.png`` (predicted vs true
+    WT Dice); with ``bundle``, the calibration into ``<bundle>/configs/quality.json``.
+
+    Returns:
+        ``{"calibration", "validation", "candidates"}``.
+    """
+    from . import quality as Q
+
+    run = Path(run)
+    out = Path(out or run)
+    out.mkdir(parents=True, exist_ok=True)
+    post_path, cv_csv = run / "postprocessing.json", run / "cv.csv"
+    if not post_path.exists() or not cv_csv.exists():
+        raise FileNotFoundError(f"{run}: not scored (no postprocessing.json / cv.csv); run `brainseg3d cv score {run}` first")
+    post = json.loads(post_path.read_text())
+    with open(cv_csv, newline="") as f:
+        true = {r["case"]: {k: float(r[f"Dice_{k}"]) for k in REGIONS} for r in csv.DictReader(f)}
+    thresholds = post.get("thresholds", [0.5, 0.5, 0.5])
+    feats, dice, cases = [], [], []
+    for item in load_oof(run):
+        feats.append(Q.region_features(item["prob"], thresholds))
+        dice.append(true[item["case"]])
+        cases.append({"case": item["case"], "source": item["source"], "fold": item["fold"]})
+    candidates = []
+    for use in [(f,) for f in Q.FEATURES] + [tuple(Q.FEATURES)]:
+        v = Q.validate(feats, dice, review_share, poor, use=use)
+        candidates.append({k: v[k] for k in ("features", "spearman", "flagged_share", "poor_flagged_share")})
+    validation = Q.validate(feats, dice, review_share, poor)
+    for c, r in zip(cases, validation["leave_one_out"]):
+        r.update(c)
+    calibration = Q.fit_calibration(feats, dice, review_share)
+    calibration["fitted_on"] = {"run": run.name, "cases": len(cases), "folds": sorted({c["fold"] for c in cases}),
+                                "thresholds": thresholds, "command": f"brainseg3d cv quality {run.name}"}
+    calibration["validation"] = {k: validation[k] for k in ("spearman", "flagged_share", "n_poor", "poor_flagged_share")}
+    result = {"calibration": calibration, "validation": validation, "candidates": candidates}
+    write_json(result, out / "quality.json")
+    _quality_plot(validation, out / "quality.png")
+    if bundle is not None:
+        write_json(calibration, Path(bundle) / "configs" / "quality.json")
+    return result
+
+
+def _quality_plot(validation: dict, path: Path) -> None:
+    """Predicted (leave-one-out) vs true Dice per region, flagged cases marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = validation["leave_one_out"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    for ax, region in zip(axes, REGIONS):
+        for src, marker in (("adult", "o"), ("africa", "s")):
+            sel = [r for r in rows if r.get("source") == src]
+            colours = ["tab:red" if r["review"] else "tab:blue" for r in sel]
+            ax.scatter([r["predicted_dice"][region] for r in sel], [r["true_dice"][region] for r in sel], c=colours,
+                       marker=marker, label=src, alpha=0.8)
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel=f"predicted {region} Dice (leave-one-out)", ylabel=f"true {region} Dice",
+               title=f"{region}: Spearman {validation['spearman'][region]:.2f}")
+        if region == "WT":
+            ax.axhline(validation["poor_wt_dice"], color="grey", lw=0.6)
+    axes[0].legend(title="red: flagged for review", fontsize=8)
+    fig.suptitle(f"per-case quality estimate on {validation['n']} out-of-fold cases: "
+                 f"{validation['flagged_share']:.0%} flagged, {validation['poor_flagged_share']:.0%} of the "
+                 f"{validation['n_poor']} cases with WT Dice < {validation['poor_wt_dice']} flagged")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

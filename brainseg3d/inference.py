@@ -39,7 +39,8 @@ from monai.transforms import Invertd, NormalizeIntensity
 from . import __version__
 from .data.cases import Case, CaseError, channel_layout, inspect_case
 from .io import label_volumes_ml
-from .networks import bf16_supported, flip_mean_probability
+from .networks import bf16_supported, flip_mean_probability, member_network
+from .quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
 from .postprocessing import PostprocessRegions
 from .transforms import LABEL_SCHEMES, RegionsToLabels, preprocessing
 
@@ -112,6 +113,7 @@ class LoadedCase:
     files: list | None = None
     skull_strip: dict | None = None  # brain extraction report (skullstrip.strip_case)
     looks_stripped: bool = True  # the (final) input fills < 90 % of its brain box
+    estimate: dict | None = None  # quality features and uncertainty map (Predictor.predict_loaded)
 
 
 @dataclasses.dataclass
@@ -122,6 +124,7 @@ class Prediction:
     report: dict
     image: torch.Tensor | None = None  # the preprocessed input
     background: Path | None = None  # a modality file on the mask's grid (for previews)
+    uncertainty: nib.Nifti1Image | None = None  # uint8 percent on the mask's grid (Predictor(uncertainty=True))
 
 
 class Predictor:
@@ -147,6 +150,11 @@ class Predictor:
             (:mod:`brainseg3d.skullstrip`, after registration) when the reference modality
             does not look skull-stripped (:func:`brainseg3d.registration.looks_skull_stripped`);
             ``never`` leaves the input as it is (BraTS inputs are never stripped in ``auto``).
+        quality: add a ``quality`` block to each report (predicted Dice per region, a review
+            flag and its reasons; :mod:`brainseg3d.quality`) when the bundle has a calibration
+            (``configs/quality.json``).
+        uncertainty: also return a per-voxel uncertainty map (uint8 percent on the input grid,
+            0 = every member sure, 100 = a coin flip) as :attr:`Prediction.uncertainty`.
     """
 
     def __init__(
@@ -162,6 +170,8 @@ class Predictor:
         threads: int | None = None,
         register: str = "auto",
         skull_strip: str = "auto",
+        quality: bool = True,
+        uncertainty: bool = False,
     ):
         if skull_strip not in ("auto", "never"):
             raise ValueError(f"skull_strip must be auto or never, got {skull_strip!r}")
@@ -198,6 +208,9 @@ class Predictor:
         # on a CPU it stays in the loader thread, which runs beside inference
         self.normalize_on_device = self.device.type != "cpu"
         self._normalizer = NormalizeIntensity(nonzero=True, channel_wise=True)
+        self.calibration = load_calibration(self.bundle) if quality else None
+        self.uncertainty = bool(uncertainty)
+        self._members = member_network(self.network) if self.calibration or self.uncertainty else None
 
     def chain(self, channel_dim=None, load: bool = True):
         """The preprocessing chain (cached per input layout); without the z-score when
@@ -229,24 +242,70 @@ class Predictor:
         """The device part of a case: preprocessed ``[4, H, W, D]`` -> uint8 BraTS label map
         ``[1, H, W, D]`` on the CPU, in the preprocessed (cropped, RAS) space. Thresholding
         and label assembly run on the device, so only a uint8 map crosses back."""
-        regions = self._probabilities(self._input(image)) > self._thresholds  # per region, chosen by CV
+        return self._predict(image)[0]
+
+    @torch.inference_mode()
+    def _predict(self, image: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
+        """:meth:`predict`, plus the quality estimate's inputs when the predictor makes one:
+        ``{"features", "agreement", "uncertainty"}`` (from each member's probabilities, in the
+        same network pass)."""
+        x = self._input(image)
+        estimate = None
+        if self._members is None:
+            prob = self._probabilities(x)
+        else:
+            net, m = self._members
+            self._members[0].bf16 = getattr(self.network, "bf16", False)
+            member_probs = flip_mean_probability(net, x, self.tta)[0]
+            member_probs = member_probs.reshape(m, 3, *member_probs.shape[1:])
+            # the ensemble's own arithmetic (ProbabilityMean: the logit of the mean), so the mask
+            # is the one `monai.bundle run` writes
+            total = torch.zeros((), dtype=torch.float32, device=member_probs.device)
+            for i in range(m):
+                total = total + member_probs[i]
+            prob = torch.sigmoid(torch.logit(total / m, eps=1e-6))
+            estimate = {}
+            if self.calibration is not None:
+                use = self.calibration["features"]
+                member_probs = candidate_box(member_probs)  # once, for both
+                estimate["features"] = ensemble_features(member_probs, self.thresholds, features=use)
+                estimate["agreement"] = member_agreement(member_probs, self.thresholds) if m > 1 else None
+            if self.uncertainty:  # 1 - |2p - 1| of the mean, the most uncertain region per voxel
+                u = (1.0 - (2.0 * prob - 1.0).abs()).amax(0, keepdim=True)
+                estimate["uncertainty"] = (u * 100.0 + 0.5).to(torch.uint8).cpu()
+        regions = prob > self._thresholds  # per region, chosen by CV
         if self.min_component > 0 or self.et_to_necrosis > 0:
             regions = self._post(regions.cpu())
-        return RegionsToLabels(self.et_label)(regions).cpu()
+        return RegionsToLabels(self.et_label)(regions).cpu(), estimate
+
+    def _add_estimate(self, pred: "Prediction", estimate: dict | None, reasons: Sequence[str] = ()) -> None:
+        """The ``quality`` block of the report (after every warning is known): the input's
+        warnings and ``reasons`` (registration, skull stripping) are reasons for review."""
+        if estimate and "features" in estimate:
+            pred.report["quality"] = quality_block(self.calibration, estimate["features"],
+                                                   [*pred.report.get("warnings", []), *reasons], estimate.get("agreement"))
 
     def segment_data(self, data: dict, chain, reference: nib.Nifti1Image | None = None, case_id: str = "case") -> Prediction:
         """Segment one preprocessed dict (output of ``chain``); return the label on the input grid."""
         t0 = time.perf_counter()
-        label = self.predict(data["image"])
-        return self._finish(label, data, chain, reference, case_id, t0)
+        label, estimate = self._predict(data["image"])
+        pred = self._finish(label, data, chain, reference, case_id, t0, estimate)
+        self._add_estimate(pred, estimate)
+        return pred
 
-    def _finish(self, label: torch.Tensor, data: dict, chain, reference, case_id: str, t0: float) -> Prediction:
+    def _finish(self, label: torch.Tensor, data: dict, chain, reference, case_id: str, t0: float,
+                estimate: dict | None = None) -> Prediction:
         """CPU post-processing of :meth:`predict`'s label map: invert the preprocessing onto the
-        input grid, build the NIfTI and the report."""
+        input grid, build the NIfTI and the report (and the uncertainty map when estimated)."""
         image = data["image"]
         label = MetaTensor(label, meta=image.meta, applied_operations=image.applied_operations)
         inv = Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)({"pred": label, "image": image})
         arr = np.asarray(inv["pred"][0].numpy(), dtype=np.uint8)
+        unc = None
+        if estimate and estimate.get("uncertainty") is not None:
+            u = MetaTensor(estimate["uncertainty"], meta=image.meta, applied_operations=image.applied_operations)
+            unc = np.asarray(Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)(
+                {"pred": u, "image": image})["pred"][0].numpy(), dtype=np.uint8)
         if reference is not None:
             if arr.shape != tuple(reference.shape[:3]):
                 raise CaseError(case_id, f"internal error: mask shape {arr.shape} != input shape {reference.shape[:3]}")
@@ -272,7 +331,11 @@ class Predictor:
             "volumes": label_volumes_ml(arr, voxel_ml, self.et_label),
             "seconds_inference": round(time.perf_counter() - t0, 3),
         }
-        return Prediction(out, report, image)
+        pred = Prediction(out, report, image)
+        if unc is not None:
+            pred.uncertainty = nib.Nifti1Image(unc, affine, None if hdr is None else hdr.copy())
+            pred.uncertainty.set_data_dtype(np.uint8)
+        return pred
 
     def load(self, case: Case) -> LoadedCase:
         """Read and preprocess a case (registering its modalities first when needed).
@@ -374,15 +437,17 @@ class Predictor:
         """
         t0 = time.perf_counter()
         try:
-            label = self.predict(loaded.data["image"])
+            label = self.predict_loaded(loaded)
         except BaseException:
             self.discard(loaded)
             raise
         return self.finish_loaded(loaded, label, t0)
 
     def predict_loaded(self, loaded: LoadedCase) -> torch.Tensor:
-        """:meth:`predict` on a loaded case (its workdir, if any, stays for :meth:`finish_loaded`)."""
-        return self.predict(loaded.data["image"])
+        """:meth:`predict` on a loaded case (its workdir, if any, stays for :meth:`finish_loaded`;
+        the quality estimate's inputs stay in ``loaded.estimate``)."""
+        label, loaded.estimate = self._predict(loaded.data["image"])
+        return label
 
     @staticmethod
     def discard(loaded: LoadedCase) -> None:
@@ -395,7 +460,7 @@ class Predictor:
         input grid (inverting the preprocessing, resampling a registered case back)."""
         t0 = time.perf_counter() if t0 is None else t0
         try:
-            pred = self._finish(label, loaded.data, loaded.chain, loaded.reference, loaded.case_id, t0)
+            pred = self._finish(label, loaded.data, loaded.chain, loaded.reference, loaded.case_id, t0, loaded.estimate)
             pred.report["seconds_load"] = round(loaded.seconds, 3)
             if loaded.registration is not None:
                 from .registration import resample_to_reference
@@ -406,6 +471,11 @@ class Predictor:
                 out = resample_to_reference(on_iso, reg.reference_path, Path(loaded.workdir) / "mask_ref.nii.gz")
                 img = nib.load(str(out))
                 pred.label = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.uint8), img.affine, img.header)
+                if pred.uncertainty is not None:  # uint8 percent: nearest neighbour, as the mask
+                    nib.save(pred.uncertainty, str(Path(loaded.workdir) / "unc_iso.nii.gz"))
+                    u = nib.load(str(resample_to_reference(Path(loaded.workdir) / "unc_iso.nii.gz", reg.reference_path,
+                                                           Path(loaded.workdir) / "unc_ref.nii.gz")))
+                    pred.uncertainty = nib.Nifti1Image(np.asarray(u.dataobj, dtype=np.uint8), u.affine, u.header)
                 voxel_ml = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
                 pred.report.update(
                     shape=list(img.shape),
@@ -427,6 +497,12 @@ class Predictor:
                 msg = "input does not look skull-stripped; the model was trained on skull-stripped BraTS images"
                 pred.report.setdefault("warnings", []).append(msg)
                 logger.warning("%s: %s", loaded.case_id, msg)
+            extra = []
+            if loaded.registration is not None:
+                extra.append("the modalities were on different grids and were registered before segmentation")
+            if loaded.skull_strip is not None and loaded.skull_strip.get("applied"):
+                extra.append("the input was skull-stripped by brainseg3d before segmentation")
+            self._add_estimate(pred, loaded.estimate, extra)
             return pred
         finally:
             self.discard(loaded)

@@ -24,7 +24,8 @@ from torch import nn
 
 from .bundle_components import SliceWise25D, neighbour_stack
 
-__all__ = ["SliceWise25D", "neighbour_stack", "Autocast", "bf16_supported", "load_encoder_weights", "volume_network"]
+__all__ = ["SliceWise25D", "neighbour_stack", "Autocast", "bf16_supported", "load_encoder_weights", "volume_network",
+           "MemberLogits", "member_network", "flip_mean_probability"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +111,27 @@ def flip_mean_probability(network: nn.Module, x: torch.Tensor, tta: bool = True)
         p = p.flip(dims) if dims else p
         prob = p if prob is None else prob + p
     return prob / len(flips)
+
+
+class MemberLogits(nn.Module):
+    """The members of an ensemble side by side: ``[B, M * C, ...]`` logits (member-major), for
+    per-member probabilities (quality estimate) in the same pass that makes their mean."""
+
+    def __init__(self, nets):
+        super().__init__()
+        self.nets = nets if isinstance(nets, nn.ModuleList) else nn.ModuleList(list(nets))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net(x).float() for net in self.nets], 1)
+
+
+def member_network(network: nn.Module) -> tuple[nn.Module, int]:
+    """The bundle network (a :class:`SliceWise25D` around an ensemble's ``ProbabilityMean``,
+    or around one network) made to return every member's logits; and the number of members.
+
+    The weights are shared with ``network`` (nothing is copied)."""
+    inner = network.net
+    nets = inner.nets if type(inner).__name__ == "ProbabilityMean" else nn.ModuleList([inner])
+    wrapped = SliceWise25D(MemberLogits(nets), k=network.k, slice_batch=network.slice_batch, divisible=network.divisible,
+                           bf16=network.bf16, mask_background=network.mask_background)
+    return wrapped.eval(), len(nets)

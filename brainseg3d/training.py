@@ -25,6 +25,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -62,18 +63,31 @@ __all__ = ["load_config", "train", "augmentation"]
 logger = logging.getLogger(__name__)
 
 
-def load_config(path: str | os.PathLike, overrides: dict | None = None) -> ConfigParser:
+def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides: dict | None = None) -> ConfigParser:
     """Read a YAML/JSON experiment config into a MONAI ConfigParser and apply overrides.
 
     Args:
-        path: the config file.
+        path: the config file, or several: later files override earlier ones key by key, and
+            their keys may use MONAI's ``#`` paths (``train#max_epochs: 16``), as
+            ``monai.bundle run --config_file "[a.yaml, b.yaml]"`` merges them.
         overrides: ``{"train#max_epochs": 2, ...}`` (MONAI's ``#`` path syntax).
     """
     parser = ConfigParser()
-    parser.read_config(str(path))
+    paths = config_paths(path)
+    parser.read_config(paths if len(paths) > 1 else paths[0])
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser
+
+
+def config_paths(config: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The config file(s) as a list of strings (one file or several merged ones)."""
+    return [str(config)] if isinstance(config, (str, os.PathLike)) else [str(c) for c in config]
+
+
+def config_name(parser: ConfigParser, config) -> str:
+    """The experiment's ``name``, or the stem of its last config file."""
+    return parser.get("name") or Path(config_paths(config)[-1]).stem
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -273,7 +287,7 @@ def train(
     if max_epochs is not None:
         ov["train#max_epochs"] = int(max_epochs)
     parser = load_config(config, ov)
-    name = parser.get("name", Path(config).stem)
+    name = config_name(parser, config)
     fold = parser.get("data", {}).get("fold")
     out_dir = Path(output or Path("runs") / name / (f"fold{fold}" if fold is not None else ""))
     distributed, rank, dev = _init_distributed(resolve_device(device))
@@ -406,7 +420,7 @@ def train(
     best = max((r for r in log.rows if not math.isnan(r["val_mean_dice"])), key=lambda r: r["val_mean_dice"], default=None)
     summary = {
         "name": name,
-        "config": str(config),
+        "config": " ".join(config_paths(config)),
         "mode": mode,
         "k": k,
         "epochs": trainer.state.epoch,

@@ -2,6 +2,7 @@
 resume, atomic writes (a killed batch leaves no partial mask)."""
 
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -59,8 +60,15 @@ def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
     src = tmp_path / "in"
     copy_sample(src, "Case_A")
     out = tmp_path / "out"
-    assert main(["segment", str(src), str(out), "--quiet", "--preview", "--colour-table"]) == 0
+    assert main(["segment", str(src), str(out), "--quiet", "--preview", "--colour-table", "--uncertainty"]) == 0
     mtime = (out / "Case_A.nii.gz").stat().st_mtime_ns
+    # the uncertainty map: uint8 percent on the mask's exact grid, high where the mask's edge is
+    mask, unc = nib.load(str(out / "Case_A.nii.gz")), nib.load(str(out / "Case_A_uncertainty.nii.gz"))
+    assert unc.shape == mask.shape and np.allclose(unc.affine, mask.affine) and unc.get_data_dtype() == np.uint8
+    u, m = np.asarray(unc.dataobj), np.asarray(mask.dataobj)
+    assert u.max() <= 100 and u.max() > 50 and u[m == 0].mean() < 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"][0]["review"] in (True, False) and isinstance(summary["review"], list)
     assert (out / "Case_A.png").stat().st_size > 1000
     assert (out / "brats_colours_brats.ctbl").read_text().count("\n") == 5
     capsys.readouterr()

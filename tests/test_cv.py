@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from brainseg3d.cli import main
-from brainseg3d.cv import choose_postprocessing, experiments_table, load_oof, score_oof, score_run, summarize
+from brainseg3d.cv import choose_postprocessing, experiments_table, load_oof, quality_run, score_oof, score_run, summarize
 from brainseg3d.inference import load_bundle_network
 
 from .conftest import REPO, write_case
@@ -184,3 +184,28 @@ def test_resume_picks_the_newest_epoch_checkpoint(tmp_path):
     for e in (2, 10, 9):
         (tmp_path / f"epoch_checkpoint_epoch={e}.pt").write_bytes(b"")
     assert _last_checkpoint(tmp_path).name == "epoch_checkpoint_epoch=10.pt"
+
+
+def test_quality_fitted_on_out_of_fold_predictions(tmp_path):
+    """`cv quality`: cases whose probabilities hesitate more score worse; the calibration
+    fitted on them says so, and goes into the bundle's configs/quality.json."""
+    shape = (3, 20, 20, 20)
+    gt = np.zeros(shape, bool)
+    gt[:] = _cube(shape[1:], 4, 14)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        prob = gt.astype(np.float32)
+        prob[:, : 4 + i] = np.maximum(prob[:, : 4 + i], 0.3 * (i > 0))  # a wider hesitant band ...
+        prob[:, 4 : 4 + i] = 0.0  # ... and the mask misses more of the tumour
+        _oof_file(tmp_path / "run", i % 2, f"Brats18_C{i}_1", "adult" if i % 2 else "africa", prob, gt)
+    score_run(tmp_path / "run", post={"min_component": 0, "et_to_necrosis": 0})
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    res = quality_run(tmp_path / "run", bundle=bundle)
+    assert res["validation"]["n"] == 8 and res["validation"]["spearman"]["WT"] > 0.9
+    calib = json.loads((bundle / "configs" / "quality.json").read_text())
+    assert calib["coef"]["WT"][1] < 0  # more penumbra, lower Dice
+    assert calib["fitted_on"]["cases"] == 8 and calib["fitted_on"]["folds"] == [0, 1]
+    assert (tmp_path / "run" / "quality.png").stat().st_size > 5000
+    with pytest.raises(FileNotFoundError, match="cv score"):
+        quality_run(tmp_path / "empty")

@@ -1,0 +1,260 @@
+"""Per-case quality estimate: a predicted Dice per region and a "review this mask" flag.
+
+A mask is only as useful as the user's idea of whether to trust it. From the model's own
+probabilities we compute, per region (WT / TC / ET), two features that are cheap (no extra
+network pass) and mean the same thing for one fold model on a held-out case and for each
+member of the shipped ensemble on a new case:
+
+* ``soft_dice``: the Dice between the probability map and its own thresholded mask,
+  ``2 * sum(p * b) / (sum(p) + sum(b))`` with ``b = p > threshold``. It is 1 when the model is
+  sure of every voxel and falls as more of the mask is made of hesitant voxels: the expected
+  Dice of the mask if the probabilities were calibrated.
+* ``penumbra``: the voxels the model gives some chance (``p > 0.1``) but leaves out of the
+  mask, relative to the mask's volume (as ``log1p``, capped): a wide penumbra means the model
+  could not place the boundary.
+* ``largest_share``: the share of the mask in its largest connected component; a mask spread
+  over many islands is often partly false positive.
+* ``log_volume``: ``log10(1 + predicted ml)``; small regions score lower Dice for the same
+  boundary error.
+
+For an ensemble the features are computed per member and averaged (so they match the
+single-model features the calibration was fitted on), and the members' agreement (mean
+pairwise Dice of their masks) is reported beside them.
+
+The calibration (:func:`fit_calibration`) is a per-region least-squares line from the
+features to the true Dice, fitted on the cross-validated out-of-fold predictions of the
+models that are shipped (every case predicted by a model that never saw it), and committed
+with the bundle (``configs/quality.json``). The review rule flags a case whose predicted
+whole-tumour Dice is under a threshold chosen as a quantile of the out-of-fold predictions
+(``review_share``: the share of cases one is willing to check), or whose input raised a
+warning (not skull-stripped, registered, ...).
+
+``brainseg3d cv quality RUN`` fits it and validates it honestly: leave-one-out predictions
+on the out-of-fold cases, Spearman correlation with the true Dice, and how many of the
+poorly segmented cases are flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .transforms import REGIONS
+
+__all__ = [
+    "FEATURES",
+    "region_features",
+    "ensemble_features",
+    "member_agreement",
+    "fit_calibration",
+    "predict_dice",
+    "quality_block",
+    "leave_one_out",
+    "validate",
+    "load_calibration",
+]
+
+#: the features of one region, in the order of the calibration's coefficients (after the intercept)
+FEATURES = ("soft_dice", "penumbra", "largest_share", "log_volume")
+#: the features the shipped calibration uses: the penumbra alone correlated best with the true
+#: Dice on the out-of-fold cases (``brainseg3d cv quality`` reports each feature set)
+DEFAULT_FEATURES = ("penumbra",)
+#: the probability above which a voxel outside the mask counts in the penumbra
+PENUMBRA = 0.1
+
+
+def region_features(prob, thresholds: Sequence[float], voxel_ml: float = 0.001, features: Sequence[str] = FEATURES) -> dict:
+    """The quality features of one model's probabilities ``[3, ...]`` (WT, TC, ET).
+
+    Args:
+        prob: sigmoid probabilities, a tensor or array ``[3, X, Y, Z]`` in [0, 1].
+        thresholds: the per-region thresholds that make the mask.
+        voxel_ml: the volume of one voxel in ml (the preprocessed space is 1 mm: 0.001).
+        features: which of :data:`FEATURES` to compute.
+
+    Returns:
+        ``{"WT": {"soft_dice": s, "penumbra": e, ...}, "TC": ..., "ET": ...}``.
+    """
+    return ensemble_features(torch.as_tensor(prob)[None], thresholds, voxel_ml, features)
+
+
+def candidate_box(member_probs) -> torch.Tensor:
+    """The members' probabilities ``[M, 3, X, Y, Z]`` cropped to the box of the voxels that any
+    member gives any region a chance (``p > PENUMBRA``): every feature lives there (the
+    thresholds are above ``PENUMBRA``), and it is a small part of the brain."""
+    p = torch.as_tensor(member_probs)
+    if p.ndim != 5:
+        return p
+    hit = p.flatten(0, 1).amax(0) > PENUMBRA  # [X, Y, Z]
+    if not bool(hit.any()):
+        return p[..., :0, :0, :0]
+    box = []
+    for axis in range(3):
+        idx = torch.nonzero(hit.any(dim=[a for a in range(3) if a != axis])).flatten()
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return p[(slice(None), slice(None), *box)]
+
+
+def ensemble_features(member_probs, thresholds: Sequence[float], voxel_ml: float = 0.001,
+                      features: Sequence[str] = DEFAULT_FEATURES) -> dict:
+    """:func:`region_features` of each member ``[M, 3, ...]``, averaged over the members
+    (vectorized over members and regions, inside :func:`candidate_box`: tens of ms).
+    ``soft_dice`` sums the probabilities inside that box only."""
+    member_probs = candidate_box(member_probs)
+    p = torch.as_tensor(member_probs).float().flatten(2)  # [M, 3, N]
+    t = torch.tensor([float(x) for x in thresholds], dtype=p.dtype, device=p.device).reshape(1, 3, 1)
+    mask = p > t
+    size = mask.sum(-1).double()  # [M, 3]
+    per = {"log_volume": torch.log10(1.0 + size * voxel_ml)}
+    if "soft_dice" in features:
+        sp, inter = p.sum(-1).double(), (p * mask).sum(-1).double()
+        per["soft_dice"] = torch.where(sp + size > 0, 2.0 * inter / (sp + size).clamp_min(1e-12), torch.ones_like(sp))
+    if "penumbra" in features:
+        shell = ((p > PENUMBRA) & ~mask).sum(-1).double()
+        per["penumbra"] = torch.log1p((shell / size.clamp_min(1.0)).clamp_max(10.0))
+    if "largest_share" in features:
+        from scipy import ndimage
+
+        shape = torch.as_tensor(member_probs).shape[2:]
+        share = torch.ones_like(size)
+        for m in range(p.shape[0]):
+            for i in range(3):
+                components, n = ndimage.label(mask[m, i].reshape(shape).cpu().numpy(), structure=np.ones((3, 3, 3), bool))
+                if n:
+                    share[m, i] = float(np.bincount(components.ravel())[1:].max()) / float(size[m, i])
+        per["largest_share"] = share
+    return {r: {f: float(per[f][:, i].mean()) for f in features} for i, r in enumerate(REGIONS)}
+
+
+def member_agreement(member_probs, thresholds: Sequence[float]) -> dict:
+    """Mean pairwise Dice of the members' masks per region (1.0 for a single member, or when
+    two members both predict the region empty)."""
+    p = candidate_box(member_probs).float().flatten(2)
+    t = torch.tensor([float(x) for x in thresholds], dtype=p.dtype, device=p.device).reshape(1, 3, 1)
+    mask = p > t
+    m = mask.shape[0]
+    size = mask.sum(-1).double()
+    out = {}
+    for i, region in enumerate(REGIONS):
+        pairs = []
+        for a in range(m):
+            for b in range(a + 1, m):
+                total = float(size[a, i] + size[b, i])
+                pairs.append(1.0 if total == 0 else 2.0 * float((mask[a, i] & mask[b, i]).sum()) / total)
+        out[region] = float(np.mean(pairs)) if pairs else 1.0
+    return out
+
+
+def _design(features: Sequence[dict], region: str, use: Sequence[str]) -> np.ndarray:
+    return np.array([[1.0] + [f[region][k] for k in use] for f in features], dtype=np.float64)
+
+
+def fit_calibration(features: Sequence[dict], dice: Sequence[dict], review_share: float = 0.2, ridge: float = 1e-3,
+                    use: Sequence[str] = DEFAULT_FEATURES) -> dict:
+    """Fit the feature -> Dice lines, one per region, and the review threshold.
+
+    Args:
+        features: per case, :func:`region_features` (or :func:`ensemble_features`).
+        dice: per case, the true Dice ``{"WT": d, "TC": d, "ET": d}``.
+        review_share: the share of the fitted cases whose predicted WT Dice falls under the
+            review threshold (the threshold is that quantile of the fitted predictions).
+        ridge: a small L2 penalty on the slopes (not the intercept), for few cases.
+        use: the features the lines use.
+
+    Returns:
+        ``{"features": [...], "coef": {region: [intercept, *slopes]}, "review_wt_dice": t,
+        "review_share": s, "n": n}``.
+    """
+    if len(features) != len(dice) or len(features) < 3:
+        raise ValueError(f"need the features and Dice of at least 3 cases, got {len(features)} and {len(dice)}")
+    coef = {}
+    for region in REGIONS:
+        x = _design(features, region, use)
+        y = np.array([d[region] for d in dice], dtype=np.float64)
+        penalty = ridge * len(y) * np.diag([0.0] + [1.0] * len(use))
+        coef[region] = [float(c) for c in np.linalg.solve(x.T @ x + penalty, x.T @ y)]
+    calib = {"features": list(use), "penumbra_probability": PENUMBRA, "coef": coef, "review_share": float(review_share), "n": len(features)}
+    wt = [predict_dice(calib, f)["WT"] for f in features]
+    calib["review_wt_dice"] = float(np.quantile(wt, review_share))
+    return calib
+
+
+def predict_dice(calibration: dict, features: dict) -> dict:
+    """The predicted Dice per region, clipped to [0, 1]."""
+    out = {}
+    for region in REGIONS:
+        c = calibration["coef"][region]
+        value = c[0] + sum(ci * features[region][k] for ci, k in zip(c[1:], calibration["features"]))
+        out[region] = float(min(1.0, max(0.0, value)))
+    return out
+
+
+def quality_block(calibration: dict, features: dict, warnings: Sequence[str] = (), agreement: dict | None = None) -> dict:
+    """The ``quality`` block of a case report: predicted Dice, review flag and its reasons.
+
+    Args:
+        calibration: :func:`fit_calibration`'s result (the bundle's ``configs/quality.json``).
+        features: the case's (ensemble) features.
+        warnings: input warnings of the case (each is a reason for review).
+        agreement: :func:`member_agreement`, reported as is.
+    """
+    pred = predict_dice(calibration, features)
+    reasons = []
+    if pred["WT"] < calibration["review_wt_dice"]:
+        reasons.append(f"predicted whole-tumour Dice {pred['WT']:.2f} is under {calibration['review_wt_dice']:.2f} "
+                       f"(the lowest {calibration['review_share']:.0%} of the cross-validated cases)")
+    reasons += [f"input: {w}" for w in warnings]
+    block = {"predicted_dice": {r: round(v, 3) for r, v in pred.items()}, "review": bool(reasons), "reasons": reasons}
+    if agreement is not None:
+        block["member_agreement"] = {r: round(v, 3) for r, v in agreement.items()}
+    return block
+
+
+def leave_one_out(features: Sequence[dict], dice: Sequence[dict], review_share: float = 0.2,
+                  use: Sequence[str] = DEFAULT_FEATURES) -> list[dict]:
+    """Each case's predicted Dice and review flag from a calibration fitted without it."""
+    out = []
+    for i in range(len(features)):
+        rest = [j for j in range(len(features)) if j != i]
+        calib = fit_calibration([features[j] for j in rest], [dice[j] for j in rest], review_share, use=use)
+        pred = predict_dice(calib, features[i])
+        out.append({"predicted_dice": pred, "review": pred["WT"] < calib["review_wt_dice"]})
+    return out
+
+
+def validate(features: Sequence[dict], dice: Sequence[dict], review_share: float = 0.2, poor: float = 0.75,
+             use: Sequence[str] = DEFAULT_FEATURES) -> dict:
+    """Honest figures of the estimate, from :func:`leave_one_out`.
+
+    Returns:
+        Per region the Spearman correlation of predicted and true Dice; the share of cases
+        flagged; how many cases have true WT Dice under ``poor`` and the share of them flagged.
+    """
+    from scipy.stats import spearmanr
+
+    loo = leave_one_out(features, dice, review_share, use)
+    out = {"n": len(features), "features": list(use), "review_share": review_share, "poor_wt_dice": poor, "spearman": {}}
+    for region in REGIONS:
+        pred = [r["predicted_dice"][region] for r in loo]
+        true = [d[region] for d in dice]
+        rho = spearmanr(pred, true).statistic if np.std(pred) > 0 and np.std(true) > 0 else float("nan")
+        out["spearman"][region] = float(rho)
+    flagged = [r["review"] for r in loo]
+    poor_cases = [i for i, d in enumerate(dice) if d["WT"] < poor]
+    out["flagged_share"] = float(np.mean(flagged))
+    out["n_poor"] = len(poor_cases)
+    out["poor_flagged_share"] = float(np.mean([flagged[i] for i in poor_cases])) if poor_cases else float("nan")
+    out["leave_one_out"] = [{"predicted_dice": r["predicted_dice"], "review": bool(r["review"]), "true_dice": d}
+                            for r, d in zip(loo, dice)]
+    return out
+
+
+def load_calibration(bundle: str | os.PathLike) -> dict | None:
+    """The bundle's ``configs/quality.json``, or ``None`` when it has none."""
+    path = Path(bundle) / "configs" / "quality.json"
+    return json.loads(path.read_text()) if path.exists() else None
