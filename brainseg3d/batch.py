@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from .data.cases import Case, CaseError
 from .inference import Prediction, Predictor
-from .io import save_label_image, write_colour_table, write_json, write_preview
+from .io import (OutputError, check_writable_dir, clean_stale, describe_os_error, mask_is_complete, save_label_image,
+                 write_colour_table, write_json, write_preview)
 
 __all__ = ["CaseResult", "default_workers", "segment_cases", "output_path", "write_summary", "merge_summaries"]
 
@@ -62,17 +63,43 @@ def uncertainty_path(out_dir: str | os.PathLike, case_id: str) -> Path:
 
 
 def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: str) -> Path:
+    """Write a case's outputs; the mask goes last: its presence means the case is complete
+    (resume skips it). When any write fails (disk full, permissions), the outputs of this case
+    written so far are removed, so no report is ever left without its mask."""
     case_id = case.case_id
     path = output_path(out_dir, case_id)
-    # the mask goes last: its presence means the case is complete (resume skips it)
-    write_json(pred.report, out_dir / f"{case_id}.json")
-    if pred.uncertainty is not None:
-        save_label_image(pred.uncertainty, uncertainty_path(out_dir, case_id))
-    if preview:
-        title = f"{case_id}  WT {pred.report['volumes']['whole_tumour_ml']:.1f} ml"
-        write_preview(_background(pred), np.asarray(pred.label.dataobj), out_dir / f"{case_id}.png", title=title, labels_scheme=labels, affine=pred.label.affine)
-    save_label_image(pred.label, path)
+    written: list[Path] = []
+    try:
+        written.append(out_dir / f"{case_id}.json")
+        write_json(pred.report, written[-1])
+        if pred.uncertainty is not None:
+            written.append(uncertainty_path(out_dir, case_id))
+            save_label_image(pred.uncertainty, written[-1])
+        if preview:
+            title = f"{case_id}  WT {pred.report['volumes']['whole_tumour_ml']:.1f} ml"
+            written.append(out_dir / f"{case_id}.png")
+            write_preview(_background(pred), np.asarray(pred.label.dataobj), written[-1], title=title, labels_scheme=labels, affine=pred.label.affine)
+        save_label_image(pred.label, path)
+    except BaseException as e:
+        for f in written:
+            try:
+                f.unlink()
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise OutputError(f"{describe_os_error(e)}; no output kept for this case") from e
+        raise
     return path
+
+
+def _error_message(e: BaseException) -> str:
+    if isinstance(e, CaseError):
+        return e.problem
+    if isinstance(e, OutputError):
+        return str(e)
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    return f"{type(e).__name__}: {e}"
 
 
 def default_workers(predictor: Predictor) -> int:
@@ -106,23 +133,43 @@ def segment_cases(
             inferred; half as many threads write. ``None``: :func:`default_workers`.
         prefetch: ``False`` reads each case only when it is its turn (no look-ahead).
 
+    Several runs may write one folder at once (shards): every temporary carries its writer's
+    PID, and start-up removes only those of runs that are gone. A case's temporary data
+    (registration, skull stripping) goes to a work folder inside ``out_dir``, removed when the
+    case is done (or, after a kill, by the next run).
+
     Returns:
         One :class:`CaseResult` per case, in input order.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be created or written (checked before any work).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.part*"):  # temp files of a run that was killed
-        stale.unlink()
+    out_dir = check_writable_dir(out_dir)
+    clean_stale(out_dir)  # temporaries and work folders of runs that were killed (never a live run's)
     if colour_table:
         write_colour_table(out_dir / f"brats_colours_{predictor.labels}.ctbl", predictor.labels)
     results: dict[str, CaseResult] = {}
     todo = []
     for c in cases:
-        if not overwrite and output_path(out_dir, c.case_id).exists():
-            results[c.case_id] = CaseResult(c.case_id, "skipped", str(output_path(out_dir, c.case_id)))
-        else:
-            todo.append(c)
+        path = output_path(out_dir, c.case_id)
+        if not overwrite and path.exists():
+            ok, why = mask_is_complete(path)
+            if ok:
+                results[c.case_id] = CaseResult(c.case_id, "skipped", str(path))
+                continue
+            logger.warning("%s: the existing mask %s is incomplete (%s): segmenting it again", c.case_id, path.name, why)
+        todo.append(c)
+    previous_root = getattr(predictor, "workdir_root", None)
+    predictor.workdir_root = out_dir
+    try:
+        _run(todo, out_dir, predictor, results, preview, progress, prefetch, workers)
+    finally:
+        predictor.workdir_root = previous_root
+    return [results[c.case_id] for c in cases]
 
+
+def _run(todo, out_dir: Path, predictor: Predictor, results: dict, preview: bool, progress: bool, prefetch: bool,
+         workers: int | None) -> None:
 
     workers = default_workers(predictor) if workers is None else max(1, int(workers))
     workers = min(workers, max(1, len(todo)))  # one case: one loader with all the cores
@@ -147,7 +194,7 @@ def segment_cases(
                                               review=None if quality is None else quality["review"],
                                               reasons=None if quality is None else quality["reasons"])
             except Exception as e:
-                msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
+                msg = _error_message(e)
                 logger.error("%s: %s", case_id, msg)
                 results[case_id] = CaseResult(case_id, "failed", error=msg)
 
@@ -169,7 +216,7 @@ def segment_cases(
                 writes.append((case.case_id, writer.submit(_finish_and_write, predictor, loaded, label, case, out_dir, preview, t0), t0))
                 del loaded, label
             except Exception as e:  # one bad case must not stop the batch
-                msg = e.problem if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
+                msg = _error_message(e)
                 logger.error("%s: %s", case.case_id, msg)
                 results[case.case_id] = CaseResult(case.case_id, "failed", error=msg)
             # back-pressure: when writing is slower than inference, wait instead of queueing cases
@@ -180,7 +227,6 @@ def segment_cases(
         while writes:
             finish_write()
     bar.close()
-    return [results[c.case_id] for c in cases]
 
 
 def _background(pred: Prediction) -> np.ndarray:
@@ -195,14 +241,17 @@ def _background(pred: Prediction) -> np.ndarray:
     return arr
 
 
-def write_summary(results: Sequence[CaseResult], out_dir: str | os.PathLike, shard: tuple[int, int] | None = None) -> Path:
-    """``summary.json`` (or ``summary.shard-I-of-N.json`` for one shard) listing every case's result."""
+def write_summary(results: Sequence[CaseResult], out_dir: str | os.PathLike, shard: tuple[int, int] | None = None,
+                  warnings: Sequence[str] = ()) -> Path:
+    """``summary.json`` (or ``summary.shard-I-of-N.json`` for one shard) listing every case's result
+    and the run's ``warnings`` (discovery: cases sharing an id, stray files)."""
     name = f"summary.shard-{shard[0]}-of-{shard[1]}.json" if shard else "summary.json"
     doc = {
         "shard": list(shard) if shard else None,
         "cases": [dataclasses.asdict(r) for r in results],
         **{k: sum(r.status == k for r in results) for k in ("ok", "skipped", "failed")},
         "review": [r.case_id for r in results if r.review],
+        "warnings": list(warnings),
     }
     return write_json(doc, Path(out_dir) / name)
 

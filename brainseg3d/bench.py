@@ -7,8 +7,10 @@ median over ``n`` cases.
 
 Pipelines:
 
-* ``ours[fp32|bf16][+tta]``: :class:`brainseg3d.inference.Predictor` via
-  :func:`brainseg3d.batch.segment_cases` (prefetching the next case, writing in background).
+* ``ours[fp32|bf16][+tta][+mN][+noq]``: :class:`brainseg3d.inference.Predictor` via
+  :func:`brainseg3d.batch.segment_cases` (prefetching the next case, writing in background);
+  ``+mN``: the first N ensemble members; ``+noq``: without the per-case quality estimate
+  (to measure its cost).
 * ``reference``: the model-zoo ``brats_mri_segmentation`` inference recipe: SegResNet 3D
   (blocks_down [1, 2, 2, 4], init_filters 16, 4 in / 3 out), channel-wise non-zero z-score,
   sliding window roi 240x240x160, overlap 0.5, sigmoid > 0.5 -> labels, Invertd, SaveImaged.
@@ -132,7 +134,7 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
 
         precision, tta = options["precision"], options.get("tta", False)
         predictor = Predictor(options.get("bundle"), device=options.get("device", "auto"), precision=precision, tta=tta,
-                              members=options.get("members"))
+                              members=options.get("members"), quality=options.get("quality", True))
         workers = options.get("workers")
         segment_cases(cases[:1], out + "/warmup", predictor, progress=False)
         # per-case end-to-end: one case at a time through the batch runner (load + infer + write)
@@ -218,7 +220,7 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
         if kind.startswith("ours"):
             parts = kind.split("-")[1].split("+")
             members = next((int(x[1:]) for x in parts[1:] if x[:1] == "m" and x[1:].isdigit()), None)
-            opts.update(precision=parts[0], tta="tta" in parts, members=members)
+            opts.update(precision=parts[0], tta="tta" in parts, members=members, quality="noq" not in parts)
         name = "reference" if kind == "reference" else "ours"
         print(f"bench: {kind} on {len(cases) - 1} cases ...", file=sys.stderr, flush=True)
         res = _run_isolated(name, dirs, opts)

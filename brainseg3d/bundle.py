@@ -15,7 +15,53 @@ import torch
 
 from .inference import DEFAULT_BUNDLE, load_bundle_network
 
-__all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def"]
+__all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle"]
+
+#: the package modules the bundle carries verbatim in ``scripts/`` (so it runs with MONAI alone):
+#: bundle path -> package path. These modules import only torch, MONAI, numpy, nibabel and each
+#: other (``checks`` imports ``.cases``, which is ``scripts/cases.py`` in the bundle).
+VENDORED = {
+    "scripts/components.py": "bundle_components.py",
+    "scripts/cases.py": "data/cases.py",
+    "scripts/checks.py": "data/checks.py",
+}
+
+
+def sync_bundle(bundle: str | os.PathLike | None = None, check: bool = False) -> list[str]:
+    """Copy the :data:`VENDORED` package modules into the bundle's ``scripts/`` and check its
+    version (``configs/metadata.json``: the version must be the newest entry of its changelog).
+
+    Args:
+        bundle: bundle folder (default: the shipped one).
+        check: only report what differs; change nothing.
+
+    Returns:
+        The bundle paths that differed (copied unless ``check``).
+
+    Raises:
+        ValueError: the bundle's version has no changelog entry, or is not the newest one.
+    """
+    import json
+
+    bundle = Path(bundle or DEFAULT_BUNDLE)
+    package = Path(__file__).parent
+    drifted = []
+    for dst, src in VENDORED.items():
+        source, copy = package / src, bundle / dst
+        if not copy.exists() or copy.read_bytes() != source.read_bytes():
+            drifted.append(dst)
+            if not check:
+                part = copy.with_suffix(".py.part")
+                part.write_bytes(source.read_bytes())
+                os.replace(part, copy)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    versions = list(meta.get("changelog", {}))
+    if meta.get("version") not in versions:
+        raise ValueError(f"{bundle.name}: version {meta.get('version')!r} has no entry in configs/metadata.json's changelog")
+    newest = max(versions, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
+    if meta["version"] != newest:
+        raise ValueError(f"{bundle.name}: version {meta['version']} is older than its changelog's newest entry {newest}")
+    return drifted
 
 
 def _load_state(checkpoint: str | os.PathLike) -> dict:
@@ -47,6 +93,8 @@ def export_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLike | No
     tmp = out.with_suffix(".pt.part")
     torch.save(net.state_dict(), tmp)
     os.replace(tmp, out)
+    sync_bundle(bundle)  # the scripts/ the network is built from are the package's
+    sync_bundle(bundle)
     if torchscript:
         export_torchscript(bundle)
     return out
@@ -168,6 +216,7 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         final = {k: v.half() if v.is_floating_point() else v for k, v in final.items()}
     torch.save(final, part)
     os.replace(part, out)
+    sync_bundle(bundle)  # the scripts/ the network is built from are the package's
     if torchscript:
         export_torchscript(bundle)
     return out

@@ -22,13 +22,20 @@ logger = logging.getLogger("brainseg3d")
 
 
 def _cases(args) -> int:
-    from .data.cases import discover, inspect_case
+    from .data.cases import CaseError, discover, inspect_case
+    from .data.checks import check_headers
 
-    cases = discover(args.root)
+    warnings: list[str] = []
+    cases = discover(args.root, warnings)
     bad = 0
     print("case\tt1\tt1ce\tt2\tflair\tlabel\tshape\tspacing\tstatus")
     for c in cases:
         info = inspect_case(c)
+        if not c.problems and (info.ok or info.problem.startswith("modalities on different grids")):
+            try:
+                check_headers(c)
+            except CaseError as e:
+                info.problem = e.problem
         if c.image4d is not None:
             files = [c.image4d.name + " (4D)"] + ["-"] * 3
         else:
@@ -38,6 +45,9 @@ def _cases(args) -> int:
         status = "ok" if info.ok else info.problem
         bad += not info.ok
         print("\t".join([c.case_id, *files, c.label.name if c.label else "none", shape, spacing, status]))
+        warnings += [f"{c.case_id}: {w}" for w in info.warnings]
+    for w in warnings:
+        print(f"WARNING {w}", file=sys.stderr)
     print(f"{len(cases)} cases, {len(cases) - bad} ok, {bad} with problems", file=sys.stderr)
     return 0 if cases else 1
 
@@ -92,6 +102,22 @@ def _cv_train(args) -> int:
     for s in summaries:
         print(f"fold {s.get('fold')}: {s['epochs']} epochs, {s['train_minutes']} min -> {s['final_model']}")
     return 0
+
+
+def _bundle_sync(args) -> int:
+    from .bundle import sync_bundle
+
+    try:
+        drifted = sync_bundle(args.bundle, check=args.check)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    verb = "differs" if args.check else "copied"
+    for d in drifted:
+        print(f"{d}: {verb}")
+    if not drifted:
+        print("bundle scripts/ in sync with the package; version checked")
+    return 1 if args.check and drifted else 0
 
 
 def _cv_quality(args) -> int:
@@ -192,10 +218,11 @@ def _export(args) -> int:
     return 0
 
 
-def discover_inputs(path, workdir) -> list:
+def discover_inputs(path, workdir, warnings: list | None = None) -> list:
     """NIfTI cases under ``path`` plus DICOM cases (``path`` itself, or its sub-folders),
     converted to NIfTI in ``workdir``. A DICOM case that cannot be converted comes back as a
-    case with its problem set, so that the batch reports it by name."""
+    case with its problem set, so that the batch reports it by name. Discovery's warnings
+    (cases sharing an id, stray files) are appended to ``warnings``."""
     from .data.cases import Case, CaseError, discover
     from .data.dicom import dicom_case_to_nifti, is_dicom_case
 
@@ -203,7 +230,7 @@ def discover_inputs(path, workdir) -> list:
     if path.is_dir() and is_dicom_case(path):
         dicom_dirs, cases = [path], []
     else:
-        cases = discover(path)
+        cases = discover(path, warnings)
         dicom_dirs = [d for d in sorted(path.iterdir()) if d.is_dir() and is_dicom_case(d)] if path.is_dir() else []
     for d in dicom_dirs:
         try:
@@ -235,13 +262,24 @@ def _merge(args) -> int:
 
 
 def _segment(args) -> int:
-    import tempfile
+    import shutil
 
-    from .batch import segment_cases
+    from .batch import segment_cases, write_summary
     from .inference import Predictor
+    from .io import OutputError, check_writable_dir, clean_stale, describe_os_error, make_workdir
 
-    with tempfile.TemporaryDirectory(prefix="brainseg3d-dicom-") as workdir:
-        cases = discover_inputs(args.input, workdir)
+    try:  # before any work: the output folder can be created and written
+        out_dir = check_writable_dir(args.output_dir)
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    clean_stale(out_dir)
+    warnings: list[str] = []
+    # DICOM conversions go to a work folder in the output folder: removed at the end, or by the
+    # next run when this one is killed (never left in the system temp folder)
+    workdir = make_workdir(out_dir, "dicom")
+    try:
+        cases = discover_inputs(args.input, workdir, warnings)
         if not cases:
             print(f"no cases found in {args.input}", file=sys.stderr)
             return 1
@@ -251,17 +289,29 @@ def _segment(args) -> int:
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, members=args.members,
                               min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, register=args.register, skull_strip=args.skull_strip,
                               uncertainty=args.uncertainty)
-        results = segment_cases(cases, args.output_dir, predictor, overwrite=args.overwrite, preview=args.preview,
-                                colour_table=args.colour_table, progress=not args.quiet, workers=args.workers)
-    from .batch import write_summary
-
-    write_summary(results, args.output_dir, shard)
+        try:
+            results = segment_cases(cases, out_dir, predictor, overwrite=args.overwrite, preview=args.preview,
+                                    colour_table=args.colour_table, progress=not args.quiet, workers=args.workers)
+        except OutputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    # every finished mask is listed first, whatever happens to the summary
     for r in results:
         if r.status == "ok":
             print(r.path)
+    sys.stdout.flush()
+    summary_failed = None
+    try:
+        write_summary(results, out_dir, shard, warnings)
+    except OSError as e:
+        summary_failed = describe_os_error(e)
     failed = [r for r in results if r.status == "failed"]
     n_ok = sum(r.status == "ok" for r in results)
     n_skip = sum(r.status == "skipped" for r in results)
+    for w in warnings:
+        print(f"WARNING {w}", file=sys.stderr)
     print(f"{n_ok} segmented, {n_skip} skipped (output exists; --overwrite to redo), {len(failed)} failed", file=sys.stderr)
     for r in failed:
         print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
@@ -270,13 +320,30 @@ def _segment(args) -> int:
         print(f"{len(review)} case(s) to review (quality estimate; see <case>.json):", file=sys.stderr)
         for r in review:
             print(f"REVIEW {r.case_id}: {'; '.join(r.reasons or [])}", file=sys.stderr)
-    return 1 if failed else 0
+    if summary_failed:
+        print(f"error: the summary was not written: {summary_failed}", file=sys.stderr)
+    return 1 if failed or summary_failed else 0
 
 
 def _evaluate(args) -> int:
     from .evaluation import evaluate_folder
+    from .io import OutputError, check_writable_dir
 
-    summary = evaluate_folder(args.pred_dir, args.gt_root, args.out)
+    if args.out:
+        try:
+            check_writable_dir(Path(args.out).parent)
+        except OutputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    try:
+        summary = evaluate_folder(args.pred_dir, args.gt_root, args.out)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) and not e.filename:
+            raise
+        from .io import describe_os_error
+
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     keys = list(summary["mean"])
     print("case\t" + "\t".join(keys))
     for r in summary["cases"]:
@@ -285,6 +352,8 @@ def _evaluate(args) -> int:
         print("MEAN\t" + "\t".join(f"{summary['mean'][k]:.4f}" for k in keys))
     for e in summary["errors"]:
         print(f"ERROR {e['case']}: {e['error']}", file=sys.stderr)
+    if summary["errors"]:
+        print(f"{len(summary['cases'])} case(s) scored, {len(summary['errors'])} could not be scored", file=sys.stderr)
     if args.out:
         print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}", file=sys.stderr)
     return 1 if summary["errors"] or not summary["cases"] else 0
@@ -453,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fp32", action="store_true", help="store fp32 weights in model.pt (default fp16: half the size)")
     s.set_defaults(func=_cv_export)
 
+    s = sub.add_parser("bundle", help="maintain the MONAI bundle")
+    bs = s.add_subparsers(dest="bundle_command", required=True)
+    s = bs.add_parser("sync", help="copy the package modules the bundle vendors into its scripts/ and check its version")
+    s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
+    s.add_argument("--check", action="store_true", help="only report what differs (exit 1 if anything does)")
+    s.set_defaults(func=_bundle_sync)
+
     s = sub.add_parser("export", help="put a training checkpoint into the bundle (model.pt + TorchScript model.ts)")
     s.add_argument("checkpoint")
     s.add_argument("--bundle", default=None)
@@ -525,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("demo", help="segment the bundled sample case and print its Dice")
-    s.add_argument("--sample", default=str(Path(__file__).resolve().parents[1] / "sample_data"))
+    s.add_argument("--sample", default=str((Path(__file__).parent / "_data" / "sample_data").resolve()), help="folder of sample cases (default: the shipped sample)")
     s.add_argument("--output-dir", default="outputs/demo")
     s.add_argument("--bundle", default=None)
     s.add_argument("--quiet", action="store_true")

@@ -12,8 +12,9 @@ one empty, the other not    0       373.13 mm (the diagonal of a 240x240x155 1 m
 Both label schemes are read (ET = 4 up to BraTS 2021, ET = 3 from 2023): each map's ET
 value is found from its own values.
 
-A prediction that is missing, or not on the ground truth's grid (shape or affine), is reported
-as an error row, never skipped silently.
+A case that cannot be scored (prediction missing, unreadable, NaN or not on the ground truth's
+grid; ground truth unreadable, empty or missing; a prediction without ground truth) is reported
+as an error row with its reason, never skipped silently.
 """
 
 from __future__ import annotations
@@ -63,8 +64,39 @@ def region_scores(pred: np.ndarray, gt: np.ndarray, spacing=(1.0, 1.0, 1.0), cas
     return out
 
 
+def _load_labels(path: Path, what: str) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Read a label map; a trailing singleton dimension ``(X, Y, Z, 1)`` is squeezed.
+
+    Raises:
+        ValueError: unreadable or empty file, not 3D, NaN or non-integer values.
+    """
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} is an empty file ({path.name})")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as e:  # nibabel / gzip raise many types for a damaged file
+        raise ValueError(f"{what} is unreadable ({path.name}: {type(e).__name__}: {e})") from e
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{what} is not a 3D label map (shape {tuple(img.shape)})")
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            raise ValueError(f"{what} holds NaN or infinite values ({path.name})")
+        if not (data == np.round(data)).all():
+            raise ValueError(f"{what} holds non-integer values ({path.name}): not a label map")
+    return img, data
+
+
 def evaluate_folder(pred_dir: str | os.PathLike, gt_root: str | os.PathLike, out_csv: str | os.PathLike | None = None) -> dict:
     """Score ``pred_dir/<case>.nii.gz`` against every labelled case under ``gt_root``.
+
+    Every case that can be scored is; every one that cannot is an error row with its reason
+    (never skipped silently, never a traceback): a missing, unreadable, empty or NaN
+    prediction, one not on the ground truth's grid, an unreadable or empty ground truth, a
+    ground-truth case folder without a label, and a prediction without any ground truth. A
+    prediction shaped ``(X, Y, Z, 1)`` is squeezed.
 
     Writes a CSV row per case (``out_csv``) and a JSON summary beside it (same name, ``.json``).
 
@@ -73,28 +105,41 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_root: str | os.PathLike, out
     """
     pred_dir = Path(pred_dir)
     rows, errors = [], []
+    gt_ids = set()
     for case in discover(gt_root):
-        if case.label is None:
-            continue
+        gt_ids.add(case.case_id)
         row: dict = {"case": case.case_id}
+        if case.label is None:
+            row["error"] = f"no ground-truth label (<case>_seg.nii.gz) in {case.location()}"
+            errors.append(row)
+            continue
         pred_path = pred_dir / f"{case.case_id}.nii.gz"
-        gt = nib.load(str(case.label))
-        if not pred_path.exists():
-            row["error"] = "prediction missing"
-        else:
-            pr = nib.load(str(pred_path))
-            if pr.shape[:3] != gt.shape[:3] or not np.allclose(pr.affine, gt.affine, atol=1e-3):
-                row["error"] = f"prediction not on the ground truth grid (shape {pr.shape} vs {gt.shape}, or affine differs)"
-            else:
-                spacing = tuple(float(s) for s in gt.header.get_zooms()[:3])
-                try:
-                    row.update(region_scores(np.asarray(pr.dataobj), np.asarray(gt.dataobj), spacing, case.case_id))
-                except ValueError as e:
-                    row["error"] = str(e)
+        try:
+            if not pred_path.exists():
+                raise ValueError("prediction missing")
+            gt, g = _load_labels(case.label, "the ground truth")
+            pr, p = _load_labels(pred_path, "the prediction")
+            if p.shape != g.shape or not np.allclose(pr.affine, gt.affine, atol=1e-3):
+                raise ValueError(f"prediction not on the ground truth grid (shape {pr.shape} vs {gt.shape}, or affine differs)")
+            spacing = tuple(float(s) for s in gt.header.get_zooms()[:3])
+            row.update(region_scores(p, g, spacing, case.case_id))
+        except ValueError as e:
+            row["error"] = str(e)
+        except Exception as e:  # a metric failure: named, and the others are still scored
+            row["error"] = f"cannot score: {type(e).__name__}: {e}"
         (errors if "error" in row else rows).append(row)
+    if pred_dir.is_dir():
+        for f in sorted(pred_dir.iterdir()):
+            name = f.name
+            if name.startswith(".") or not name.endswith(".nii.gz") or name.endswith("_uncertainty.nii.gz"):
+                continue
+            case_id = name[: -len(".nii.gz")]
+            if case_id not in gt_ids:
+                errors.append({"case": case_id, "error": f"no ground truth for this prediction under {gt_root}"})
     keys = [f"{m}_{r}" for m in ("Dice", "HD95") for r in REGIONS]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys} if rows else {}
-    summary = {"n_cases": len(rows), "mean": mean, "cases": rows, "errors": errors, "empty_region_convention": "BraTS: both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 373.13"}
+    summary = {"n_cases": len(rows), "n_errors": len(errors), "mean": mean, "cases": rows, "errors": errors,
+               "empty_region_convention": "BraTS: both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 373.13"}
     if out_csv:
         out_csv = Path(out_csv)
         with atomic_path(out_csv) as tmp:

@@ -37,8 +37,9 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd, NormalizeIntensity
 
 from . import __version__
-from .data.cases import Case, CaseError, channel_layout, inspect_case
-from .io import label_volumes_ml
+from .data.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case
+from .data.checks import check_affine, check_handedness, check_headers, check_network_size, with_input_checks
+from .io import clean_stale, label_volumes_ml, make_workdir
 from .networks import bf16_supported, flip_mean_probability, member_network
 from .quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
 from .postprocessing import PostprocessRegions
@@ -48,7 +49,8 @@ __all__ = ["DEFAULT_BUNDLE", "Prediction", "Predictor", "load_bundle_network"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "brats_mri_2p5d_segmentation"
+#: the shipped bundle (in a source tree: bundles/ at the top; in an installed wheel: package data)
+DEFAULT_BUNDLE = (Path(__file__).parent / "_data" / "bundles" / "brats_mri_2p5d_segmentation").resolve()
 
 
 def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = "cpu", weights: bool = True,
@@ -91,11 +93,23 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
     finally:
         sys.path.remove(str(bundle))
     if weights:
-        state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+        path = bundle / "models" / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"the bundle has no model weights: {path} is missing")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or corrupt file: zip, pickle or EOF errors
+            raise ValueError(f"cannot read the model weights {path}: {type(e).__name__}: {e} "
+                             f"(the file is truncated or corrupt; copy or download it again)") from e
+        if not isinstance(state, dict):
+            raise ValueError(f"cannot use the model weights {path}: not a state dict ({type(state).__name__})")
         if total is not None and members is not None:
             keep = int(parser["members"])
             state = {k: v for k, v in state.items() if not k.startswith("net.nets.") or int(k.split(".")[2]) < keep}
-        net.load_state_dict(state)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"the model weights {path} do not fit the bundle's network_def: {str(e).splitlines()[0]}") from e
     return net.to(device).eval(), parser
 
 
@@ -114,6 +128,7 @@ class LoadedCase:
     skull_strip: dict | None = None  # brain extraction report (skullstrip.strip_case)
     looks_stripped: bool = True  # the (final) input fills < 90 % of its brain box
     estimate: dict | None = None  # quality features and uncertainty map (Predictor.predict_loaded)
+    warnings: list = dataclasses.field(default_factory=list)  # input checks / discovery: into the report
 
 
 @dataclasses.dataclass
@@ -211,6 +226,10 @@ class Predictor:
         self.calibration = load_calibration(self.bundle) if quality else None
         self.uncertainty = bool(uncertainty)
         self._members = member_network(self.network) if self.calibration or self.uncertainty else None
+        #: where the per-case work folders (registration, skull stripping) go; ``None``: the
+        #: system temp folder. The batch runner points it at the output folder.
+        self.workdir_root: str | os.PathLike | None = None
+        clean_stale(tempfile.gettempdir())  # work folders of killed runs (only of dead processes)
 
     def chain(self, channel_dim=None, load: bool = True):
         """The preprocessing chain (cached per input layout); without the z-score when
@@ -218,7 +237,8 @@ class Predictor:
         key = (channel_dim, load)
         if key not in self._chains:
             norm = None if self.normalize_on_device else "zscore"
-            self._chains[key] = preprocessing(["image"], load=load, channel_dim=channel_dim, normalize=norm)
+            # the input checks (brainseg3d.data.checks) run on the raw channels, right after loading
+            self._chains[key] = with_input_checks(preprocessing(["image"], load=load, channel_dim=channel_dim, normalize=norm))
         return self._chains[key]
 
     def _input(self, image: torch.Tensor) -> torch.Tensor:
@@ -290,6 +310,8 @@ class Predictor:
         t0 = time.perf_counter()
         label, estimate = self._predict(data["image"])
         pred = self._finish(label, data, chain, reference, case_id, t0, estimate)
+        if data.get("input_warnings"):
+            pred.report.setdefault("warnings", []).extend(data["input_warnings"])
         self._add_estimate(pred, estimate)
         return pred
 
@@ -346,12 +368,19 @@ class Predictor:
         """
         t0 = time.perf_counter()
         info = inspect_case(case)
+        warnings = [*case.warnings, *info.warnings]
+        for w in info.warnings:
+            logger.warning("%s: %s", case.case_id, w)
+        if case.label is not None and not info.label_ok:  # not needed to segment: never registered or read
+            case = dataclasses.replace(case, label=None)
+        if not case.problems and (info.ok or info.problem.startswith("modalities on different grids")):
+            check_headers(case)  # singular affine, mirrored header: before any registration
         reg, workdir = None, None
         grids_differ = info.problem is not None and info.problem.startswith("modalities on different grids")
         if case.image4d is None and ((grids_differ and self.register == "auto") or (self.register == "always" and not case.problems)):
             from .registration import register_case
 
-            workdir = tempfile.mkdtemp(prefix=f"brainseg3d-{case.case_id}-")
+            workdir = str(make_workdir(self.workdir_root, case.case_id))
             try:
                 reg = register_case(case, workdir)
             except Exception:
@@ -372,6 +401,7 @@ class Predictor:
         chain = self.chain(channel_dim)
         try:
             data = self._preprocess(chain, case, files)
+            warnings += data.pop("input_warnings", [])
             # brain extraction only for inputs that do not look skull-stripped: registered raw
             # scans (checked during registration) or a preprocessed image whose brain box is full
             if self.skull_strip == "never":
@@ -388,18 +418,22 @@ class Predictor:
                 shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
             raise
         return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report,
-                          looks_stripped=_looks_skull_stripped(data["image"]))
+                          looks_stripped=_looks_skull_stripped(data["image"]), warnings=warnings)
 
     def _preprocess(self, chain, case: Case, files) -> dict:
         try:
-            data = chain({"image": [str(f) for f in files] if case.image4d is None else str(files[0])})
+            data = chain({"image": [str(f) for f in files] if case.image4d is None else str(files[0]), "case": case.case_id})
         except Exception as e:
+            check = _case_error(e)
+            if check is not None:  # an input check (brainseg3d.data.checks): its own message
+                raise check from e
             raise CaseError(case.case_id, f"cannot read or preprocess: {_root_cause(e)}") from e
         img = data["image"]
         if img.shape[0] != 4:
             raise CaseError(case.case_id, f"expected 4 modality channels, got {img.shape[0]}")
         if not torch.isfinite(img).all():
             raise CaseError(case.case_id, "image holds NaN or infinite values")
+        check_network_size(img.shape[1:], case.case_id)
         return data
 
     def _strip(self, case: Case, reg, workdir: str | None):
@@ -423,7 +457,7 @@ class Predictor:
             return None, {"applied": False, "reason": why}, workdir
         from .skullstrip import strip_case
 
-        workdir = workdir or tempfile.mkdtemp(prefix=f"brainseg3d-{case.case_id}-")
+        workdir = workdir or str(make_workdir(self.workdir_root, case.case_id))
         result = strip_case(case, Path(workdir) / "skullstrip", mask_path=Path(workdir) / "brain_mask.nii.gz")
         logger.info("%s: skull-stripped, brain mask %.0f ml", case.case_id, result.report["brain_ml"])
         return result.case, {**result.report, "reason": why}, workdir
@@ -462,6 +496,8 @@ class Predictor:
         try:
             pred = self._finish(label, loaded.data, loaded.chain, loaded.reference, loaded.case_id, t0, loaded.estimate)
             pred.report["seconds_load"] = round(loaded.seconds, 3)
+            if loaded.warnings:
+                pred.report.setdefault("warnings", []).extend(loaded.warnings)
             if loaded.registration is not None:
                 from .registration import resample_to_reference
 
@@ -532,14 +568,27 @@ class Predictor:
         else:
             arr = np.asarray(image, dtype=np.float32)
             affine = np.eye(4) if affine is None else np.asarray(affine)
+        while arr.ndim > 4 and arr.shape[-1] == 1:  # [4, X, Y, Z, 1]
+            arr = arr[..., 0]
         if arr.ndim != 4 or arr.shape[0] != 4:
             raise CaseError(case_id, f"expected 4 modalities [4, X, Y, Z], got shape {arr.shape}")
+        affines = {m: i.affine for m, i in zip(MODALITIES, image)} if isinstance(image, (list, tuple)) else {"image": affine}
+        for name, a in affines.items():
+            check_affine(a, case_id, name)
+        check_handedness(affines, case_id)
         mt = MetaTensor(torch.from_numpy(np.ascontiguousarray(arr)), affine=torch.as_tensor(affine, dtype=torch.float64))
         mt.meta["original_channel_dim"] = 0
         mt.meta["original_affine"] = torch.as_tensor(affine, dtype=torch.float64)
         mt.meta["space"] = "RAS"
         chain = self.chain(0, load=False)
-        data = chain({"image": mt})
+        try:
+            data = chain({"image": mt, "case": case_id})
+        except Exception as e:
+            check = _case_error(e)
+            if check is not None:
+                raise check from e
+            raise CaseError(case_id, f"cannot preprocess: {_root_cause(e)}") from e
+        check_network_size(data["image"].shape[1:], case_id)
         reference = nib.Nifti1Image(np.zeros(arr.shape[1:], np.uint8), affine)
         return self.segment_data(data, chain, reference, case_id)
 
@@ -549,6 +598,15 @@ def _looks_skull_stripped(image: torch.Tensor, max_fill: float = 0.9) -> bool:
     a raw scan's noise and skull fill nearly all of it."""
     fill = float((image != 0).any(0).float().mean())
     return fill < max_fill
+
+
+def _case_error(e: BaseException) -> CaseError | None:
+    """The :class:`CaseError` an input check raised inside a transform chain (MONAI wraps it)."""
+    while e is not None:
+        if isinstance(e, CaseError):
+            return e
+        e = e.__cause__
+    return None
 
 
 def _root_cause(e: BaseException) -> str:

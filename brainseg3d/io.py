@@ -9,13 +9,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 __all__ = [
+    "OutputError",
+    "check_writable_dir",
+    "clean_stale",
+    "make_workdir",
+    "mask_is_complete",
+    "pid_alive",
     "LABEL_NAMES",
     "LABEL_COLOURS",
     "atomic_path",
@@ -35,15 +45,179 @@ LABEL_NAMES = {
 LABEL_COLOURS = {1: (255, 0, 0), 2: (0, 200, 0), 3: (255, 255, 0), 4: (255, 255, 0)}
 
 
+class OutputError(ValueError):
+    """An output folder or file that cannot be created or written; the message says which and why."""
+
+
+def current_umask() -> int:
+    """The process umask: from ``/proc/self/status`` where it is there (reading it changes
+    nothing, so it is safe beside other threads), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>``: names every temporary of this process (see :func:`clean_stale`)."""
+    host = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+#: temporaries of this package: ``.<name>.<host>-<pid>.<random>.part<ext>`` (files) and
+#: ``.brainseg3d-<tag>.<host>-<pid>.<random>`` (work folders)
+_TEMP_RE = re.compile(r"^\.(?P<name>.*?)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+(\.part.*)?$")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine (also when it is another user's)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale(folder: str | os.PathLike, max_age_s: float = 86400.0) -> list[Path]:
+    """Remove the temporaries of runs that are gone; never those of a live run.
+
+    A temporary named by :func:`atomic_path` or :func:`make_workdir` carries its writer's host
+    and PID: it is removed when that process no longer runs on this host. One of another host
+    (a shared folder written by several machines) or of an older naming without a PID is
+    removed only when it is older than ``max_age_s``.
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    this_host = _owner_tag().rsplit("-", 1)[0]
+    now = time.time()
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name = p.name
+        ours = name.startswith(".") and (".part" in name or name.startswith(".brainseg3d-"))
+        if not ours:
+            continue
+        m = _TEMP_RE.match(name)
+        try:
+            if m and m.group("host") == this_host:
+                stale = not pid_alive(int(m.group("pid")))
+            else:
+                stale = now - p.lstat().st_mtime > max_age_s
+            if not stale:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue
+    return removed
+
+
+def make_workdir(root: str | os.PathLike | None, tag: str) -> Path:
+    """A new work folder ``<root>/.brainseg3d-<tag>.<host>-<pid>.<random>`` (``root`` None: the
+    system temp folder); :func:`clean_stale` removes it once this process is gone."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tag)[:60]
+    root = Path(root) if root is not None else Path(tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".brainseg3d-{safe}.{_owner_tag()}.", dir=root))
+
+
+def check_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) and prove that a file can be written in it.
+
+    Raises:
+        OutputError: naming the folder and the reason (under a regular file, read-only file
+            system, no permission, disk full).
+    """
+    folder = Path(folder)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"cannot use the output folder {folder}: it is a file, not a folder")
+        for parent in folder.parents:
+            if parent.exists() and not parent.is_dir():
+                raise OutputError(f"cannot create the output folder {folder}: {parent} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".write-test.{_owner_tag()}.", suffix=".part", dir=folder)
+        try:
+            os.write(fd, b"brainseg3d")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OutputError:
+        raise
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise OutputError(f"cannot write to the output folder {folder}: {why}") from e
+    return folder
+
+
+def describe_os_error(e: BaseException) -> str:
+    """A one-line message for an error while writing an output (``No space left on device: <path>``)."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        return f"cannot write the outputs ({e.strerror}{where})"
+    return f"{type(e).__name__}: {e}"
+
+
+def mask_is_complete(path: str | os.PathLike) -> tuple[bool, str]:
+    """Whether an existing mask is a whole, readable NIfTI (resume skips only those).
+
+    Returns:
+        ``(ok, reason)``: the reason says what is wrong (empty file, unreadable header, data
+        truncated).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return False, "empty file"
+        img = nib.load(str(path))
+        if len(img.shape) < 3 or min(img.shape) < 1:
+            return False, f"not a 3D volume (shape {img.shape})"
+        np.asarray(img.dataobj)
+    except Exception as e:  # nibabel / gzip raise many types for a damaged file
+        return False, f"{type(e).__name__}: {e}"
+    return True, ""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary, ``.<name>.<host>-<pid>.<random>.part<ext>``, names its writer, so that a run
+    starting on the same folder removes it only once its writer is gone (:func:`clean_stale`).
+    The file gets the permissions an ordinary new file gets (``0o666`` less the umask), not the
+    ``0o600`` of :func:`tempfile.mkstemp`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".part{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.{_owner_tag()}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield Path(tmp)
         os.replace(tmp, path)
     finally:

@@ -37,7 +37,6 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import CheckpointLoader, CheckpointSaver, LrScheduleHandler, MeanDice, ValidationHandler, from_engine
 from monai.inferers import SimpleInferer, SlidingWindowInferer
-from monai.losses import DiceCELoss
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -63,18 +62,23 @@ __all__ = ["load_config", "train", "augmentation"]
 logger = logging.getLogger(__name__)
 
 
+#: the recipe every experiment config starts from (loss, optimizer, schedule as `_target_` components)
+RECIPE = Path(__file__).parent / "recipe.yaml"
+
+
 def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides: dict | None = None) -> ConfigParser:
     """Read a YAML/JSON experiment config into a MONAI ConfigParser and apply overrides.
 
     Args:
         path: the config file, or several: later files override earlier ones key by key, and
             their keys may use MONAI's ``#`` paths (``train#max_epochs: 16``), as
-            ``monai.bundle run --config_file "[a.yaml, b.yaml]"`` merges them.
+            ``monai.bundle run --config_file "[a.yaml, b.yaml]"`` merges them. They are read
+            over :data:`RECIPE` (the default loss, optimizer and schedule).
         overrides: ``{"train#max_epochs": 2, ...}`` (MONAI's ``#`` path syntax).
     """
     parser = ConfigParser()
     paths = config_paths(path)
-    parser.read_config(paths if len(paths) > 1 else paths[0])
+    parser.read_config([str(RECIPE), *paths])
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser
@@ -332,17 +336,19 @@ def train(
     tr_loader = DataLoader(tr_ds, batch_size=batch, shuffle=tr_sampler is None, sampler=tr_sampler, num_workers=0, generator=gen, drop_last=len(tr_ds) > batch)
     va_loader = DataLoader(va_ds, batch_size=1, num_workers=0, sampler=va_sampler)
 
-    # network, loss, optimizer
-    net = parser.get_parsed_content("network").to(dev)
-    load_encoder_weights(net, train_cfg.get("encoder_weights"))
-    loss = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5, lambda_dice=1.0, lambda_ce=1.0)
-    opt = torch.optim.AdamW(net.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg.get("weight_decay", 1e-5)))
+    # network, loss, optimizer, schedule: config components (defaults: brainseg3d/recipe.yaml)
     n_epochs = int(train_cfg["max_epochs"])
     epoch_length = len(tr_loader)
     if max_steps:
         epoch_length = min(epoch_length, int(max_steps))
         n_epochs = max(1, math.ceil(int(max_steps) / epoch_length))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs)
+    parser["train#max_epochs"] = n_epochs  # before anything is instantiated (setting resets the parser)
+    parser["train#weight_decay"] = float(train_cfg.get("weight_decay", 1e-5))
+    net = parser.get_parsed_content("network").to(dev)
+    load_encoder_weights(net, train_cfg.get("encoder_weights"))
+    loss = parser.get_parsed_content("loss")
+    opt = parser.get_parsed_content("optimizer")
+    sched = parser.get_parsed_content("lr_scheduler")
 
     if mode == "2.5d":
         eval_net = volume_network(net, mode, k=k, bf16=bf16, divisible=int(parser.get("divisible", 16)))

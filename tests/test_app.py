@@ -262,6 +262,24 @@ def test_launch_without_streamlit_says_how_to_install(monkeypatch, capsys):
 # ============================================================================ the page, without a browser
 
 
+def test_render_overlay_uncertainty_and_quality_rows():
+    bg = np.zeros((6, 6, 6), np.uint8)
+    unc = np.zeros_like(bg)
+    unc[2, 2, 2] = 100  # a coin flip: full colour at opacity 1
+    unc[3, 3, 2] = 50
+    rgb = core.render_overlay(bg, np.zeros_like(bg), "axial", 2, opacity=1.0, mode="uncertainty", uncertainty=unc, min_size=0)
+    assert tuple(rgb[5 - 2, 2]) == core.UNCERTAINTY_COLOUR
+    assert tuple(rgb[5 - 3, 3]) == tuple(int(c / 2 + 0.5) for c in core.UNCERTAINTY_COLOUR)
+    assert tuple(rgb[0, 0]) == (0, 0, 0)
+    with pytest.raises(ValueError, match="uncertainty map"):
+        core.render_overlay(bg, bg, "axial", 2, mode="uncertainty")
+    report = {"quality": {"predicted_dice": {"WT": 0.91, "TC": 0.8, "ET": 0.7}, "review": False, "reasons": [],
+                          "member_agreement": {"WT": 0.95, "TC": 0.9, "ET": 0.8}}}
+    rows = core.quality_rows(report)
+    assert rows[0] == {"region": "whole tumour (WT)", "predicted Dice": "0.91", "members agree (Dice)": "0.95"}
+    assert core.quality_rows({}) == []
+
+
 def test_app_page_with_the_sample_case(tmp_path, monkeypatch):
     """Streamlit's AppTest runs the page in-process: the sample case, one bundle."""
     if importlib.util.find_spec("streamlit") is None:
@@ -282,12 +300,15 @@ def test_app_page_with_the_sample_case(tmp_path, monkeypatch):
     at.radio(key="source").set_value(next(o for o in at.radio(key="source").options if o.startswith("Sample case"))).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert len(at.table) == 2  # volumes, Dice
+    assert len(at.table) == 3  # volumes, quality estimate, Dice
+    assert "predicted Dice" in at.table[1].value.columns
     assert any("Comparing models needs more than one bundle" in i.value for i in at.info)
     assert any("necrotic tumour core" in m.value for m in at.markdown)  # the legend
     assert [s.label for s in at.slider] == ["Overlay opacity", "Axial slice", "Coronal slice", "Sagittal slice"]
     at.radio(key="overlay_mode").set_value("Errors vs ground truth (whole tumour)").run()
     assert any("false positives" in m.value for m in at.markdown)
+    at.radio(key="overlay_mode").set_value("Uncertainty").run()
+    assert not at.exception and any("uncertain voxels" in m.value for m in at.markdown)
     res = next(iter(at.session_state["results"].values()))
     assert res["report"]["precision"] == "fp32" and res["mask"][:2] == b"\x1f\x8b"
     session = Path(at.session_state["tmpdir"].name)

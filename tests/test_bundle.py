@@ -88,14 +88,58 @@ def run_bundle(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 # ----------------------------------------------------------------------------- vendored code
 
 
-@pytest.mark.parametrize(
-    "copy, source",
-    [("scripts/components.py", "brainseg3d/bundle_components.py"), ("scripts/cases.py", "brainseg3d/data/cases.py")],
-)
-def test_vendored_scripts_are_verbatim_copies(copy, source):
-    assert (BUNDLE / copy).read_bytes() == (REPO / source).read_bytes(), (
-        f"{BUNDLE.name}/{copy} differs from {source}: copy the package module into the bundle"
-    )
+def test_vendored_scripts_are_verbatim_copies():
+    from brainseg3d.bundle import sync_bundle
+
+    drifted = sync_bundle(BUNDLE, check=True)
+    assert not drifted, f"{BUNDLE.name}: {drifted} differ from the package modules: run `brainseg3d bundle sync`"
+
+
+def test_vendored_modules_import_nothing_else_from_the_package():
+    """The bundle runs with MONAI alone: what it vendors may import torch, MONAI, numpy,
+    nibabel, the packages its metadata declares and the standard library, never another
+    brainseg3d module."""
+    import ast
+
+    from brainseg3d.bundle import VENDORED
+
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    allowed = {"torch", "monai", "numpy", "nibabel", "__future__", *meta.get("optional_packages_version", {})}
+    vendored = {Path(src).stem for src in VENDORED.values()}
+    for src in VENDORED.values():
+        tree = ast.parse((REPO / "brainseg3d" / src).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:  # a sibling, vendored beside it
+                    assert node.level == 1 and node.module in vendored, f"{src}: imports .{node.module}, which the bundle does not carry"
+                    continue
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in sys.stdlib_module_names, f"{src} imports {name}"
+
+
+def test_bundle_sync_copies_and_checks_the_version(tmp_path):
+    import shutil
+
+    from brainseg3d.bundle import sync_bundle
+
+    copy = tmp_path / BUNDLE.name
+    shutil.copytree(BUNDLE / "configs", copy / "configs")
+    shutil.copytree(BUNDLE / "scripts", copy / "scripts")
+    (copy / "scripts" / "cases.py").write_text("# stale\n")
+    assert sync_bundle(copy, check=True) == ["scripts/cases.py"]
+    assert sync_bundle(copy) == ["scripts/cases.py"] and sync_bundle(copy, check=True) == []
+    assert (copy / "scripts" / "cases.py").read_bytes() == (REPO / "brainseg3d" / "data" / "cases.py").read_bytes()
+    meta = json.loads((copy / "configs" / "metadata.json").read_text())
+    meta["version"] = "0.0.1"
+    (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no entry"):
+        sync_bundle(copy, check=True)
 
 
 # ----------------------------------------------------------------------------- metadata

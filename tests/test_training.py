@@ -95,3 +95,16 @@ def test_cli_train_smoke(tiny_datalist, tmp_path, capsys):
                "--max-val-cases", "1", "--quiet", "--set", f"data#datalist={tiny_datalist}", "--set", "data#patch=[64, 64]"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["iterations"] == 1
+
+
+def test_recipe_loss_optimizer_schedule_come_from_config():
+    """brainseg3d/recipe.yaml gives the defaults as MONAI components; a config can replace them."""
+    parser = load_config(REPO / "configs" / "unet25d_pool.yaml", {"train#max_epochs": 5})
+    net = parser.get_parsed_content("network")
+    loss, opt, sched = (parser.get_parsed_content(k) for k in ("loss", "optimizer", "lr_scheduler"))
+    assert isinstance(loss, DiceCELoss) and isinstance(opt, torch.optim.AdamW)
+    assert opt.param_groups[0]["lr"] == 0.002 and opt.param_groups[0]["weight_decay"] == 1e-5
+    assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in net.parameters()}  # one network
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == 5
+    sgd = load_config(REPO / "configs" / "unet25d.yaml", {"optimizer": {"_target_": "torch.optim.SGD", "params": "$@network.parameters()", "lr": 0.1, "momentum": 0.9}})
+    assert isinstance(sgd.get_parsed_content("optimizer"), torch.optim.SGD)

@@ -28,6 +28,8 @@ __all__ = [
     "MAX_UPLOAD_MB",
     "FP_COLOUR",
     "FN_COLOUR",
+    "UNCERTAINTY_COLOUR",
+    "quality_rows",
     "VIEWS",
     "UploadPlan",
     "classify_uploads",
@@ -57,6 +59,8 @@ MAX_UPLOAD_MB = 200
 #: whole-tumour error overlay: false positives (predicted, not in the ground truth) and false negatives
 FP_COLOUR = (255, 0, 255)
 FN_COLOUR = (0, 140, 255)
+#: the uncertainty overlay's colour (yellow: apart from the label colours)
+UNCERTAINTY_COLOUR = (255, 230, 0)
 #: view name -> the RAS axis it slices
 VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
 #: how each modality may be named (BraTS 2018-2021 / 2023+), for messages
@@ -340,10 +344,13 @@ def render_overlay(
     ground_truth: np.ndarray | None = None,
     zooms: Sequence[float] = (1.0, 1.0, 1.0),
     min_size: int = 320,
+    uncertainty: np.ndarray | None = None,
 ) -> np.ndarray:
     """An RGB uint8 slice: grey background with the label map (Slicer colours) or, in
     ``mode="errors"``, the whole-tumour false positives (:data:`FP_COLOUR`) and false negatives
-    (:data:`FN_COLOUR`) against ``ground_truth``.
+    (:data:`FN_COLOUR`) against ``ground_truth``, or in ``mode="uncertainty"`` the per-voxel
+    uncertainty map (0-100, :attr:`Prediction.uncertainty`) in :data:`UNCERTAINTY_COLOUR`, its
+    opacity growing with the uncertainty.
 
     Pixels are made square (voxel size ``zooms``) and small slices are enlarged to ``min_size``
     by pixel repetition (nearest neighbour: labels stay crisp).
@@ -361,8 +368,14 @@ def render_overlay(
             layers = [(pr & ~gt, FP_COLOUR), (gt & ~pr, FN_COLOUR)]
         elif mode == "labels":
             layers = [(lab == v, LABEL_COLOURS[v]) for v in sorted(LABEL_COLOURS)]
+        elif mode == "uncertainty":
+            if uncertainty is None:
+                raise ValueError("the uncertainty overlay needs the uncertainty map")
+            layers = []
+            w = (a * slice_view(uncertainty, view, index).astype(np.float32) / 100.0)[..., None]
+            rgb = (1 - w) * rgb + w * np.asarray(UNCERTAINTY_COLOUR, np.float32)
         else:
-            raise ValueError(f"mode must be 'labels' or 'errors', got {mode!r}")
+            raise ValueError(f"mode must be 'labels', 'errors' or 'uncertainty', got {mode!r}")
         for mask, colour in layers:
             if mask.any():
                 rgb[mask] = (1 - a) * rgb[mask] + a * np.asarray(colour, np.float32)
@@ -395,6 +408,8 @@ def legend_items(mode: str = "labels", labels_scheme: str = "brats") -> list[tup
     """``(text, colour)`` entries of the overlay legend."""
     if mode == "errors":
         return [("false positive (predicted tumour, not in ground truth)", FP_COLOUR), ("false negative (missed tumour)", FN_COLOUR)]
+    if mode == "uncertainty":
+        return [("uncertain voxels (the brighter, the closer to a coin flip)", UNCERTAINTY_COLOUR)]
     return [(f"{v}: {name}", LABEL_COLOURS[v]) for v, name in LABEL_NAMES[labels_scheme].items() if v]
 
 
@@ -413,6 +428,19 @@ def volume_rows(report: Mapping) -> list[dict]:
     """Per-region volume table rows (``region``, ``volume (ml)`` as text, 2 decimals) from a prediction report."""
     vols = report.get("volumes", {})
     return [{"region": REGION_TITLES.get(k, k), "volume (ml)": f"{float(v):.2f}"} for k, v in vols.items()]
+
+
+def quality_rows(report: Mapping) -> list[dict]:
+    """Rows ``region, predicted Dice, members agree`` (as text) from a report's ``quality`` block."""
+    q = report.get("quality") or {}
+    names = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
+    agree = q.get("member_agreement") or {}
+    return [
+        {"region": names[r], "predicted Dice": f"{float(q['predicted_dice'][r]):.2f}",
+         **({"members agree (Dice)": f"{float(agree[r]):.2f}"} if r in agree else {})}
+        for r in ("WT", "TC", "ET")
+        if r in q.get("predicted_dice", {})
+    ]
 
 
 def score_rows(scores: Mapping[str, float]) -> list[dict]:

@@ -33,8 +33,8 @@ from brainseg3d.app import core
 from brainseg3d.data.cases import MODALITIES, CaseError, discover
 from brainseg3d.inference import DEFAULT_BUNDLE, Predictor
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "sample_data" / "Brats18_2013_20_1"
+DATA = (Path(__file__).resolve().parents[1] / "_data").resolve()  # the shipped bundles and sample (package data)
+SAMPLE = DATA / "sample_data" / "Brats18_2013_20_1"
 #: explicit, so the app's mask equals ``brainseg3d segment --precision fp32``
 PRECISION = "fp32"
 LABELS = "brats"
@@ -48,7 +48,7 @@ SAMPLE_CHOICE = f"Sample case ({SAMPLE.name})"
 @st.cache_resource(show_spinner=False)
 def get_predictor(bundle: str, precision: str) -> Predictor:
     """One Predictor per bundle for the whole server (the network is loaded once)."""
-    return Predictor(bundle, precision=precision, labels=LABELS, register="never")
+    return Predictor(bundle, precision=precision, labels=LABELS, register="never", uncertainty=True)
 
 
 @st.cache_resource(show_spinner=False)
@@ -188,6 +188,7 @@ def run_model(case, image_key: str, bundle: Path):
             "label": pred.label,
             "report": pred.report,
             "display": core.display_labels(pred.label),
+            "uncertainty": None if pred.uncertainty is None else core.display_labels(pred.uncertainty),
             "seconds": seconds,
             "mask": core.mask_bytes(pred.label, out_dir, f"{case.case_id}.nii.gz"),
             "scores": {},
@@ -244,6 +245,8 @@ def viewer(res: dict, disp: dict, image_key: str) -> dict:
     modes = {"Labels": "labels"}
     if gt is not None:
         modes["Errors vs ground truth (whole tumour)"] = "errors"
+    if res.get("uncertainty") is not None:
+        modes["Uncertainty"] = "uncertainty"
     mode = modes[c3.radio("Overlay", list(modes), horizontal=True, key="overlay_mode")]
     if gt is None:
         c3.caption("Upload the ground truth (*_seg.nii.gz) for Dice and the error overlay.")
@@ -260,7 +263,7 @@ def viewer(res: dict, disp: dict, image_key: str) -> dict:
     for col, (view, axis) in zip(cols, core.VIEWS.items()):
         n = shape[axis]
         idx = col.slider(f"{view.capitalize()} slice", 0, n - 1, int(defaults[image_key][view]), key=f"slice-{view}-{image_key}")
-        rgb = core.render_overlay(mods[modality], labels, view, idx, opacity, mode, gt, zooms)
+        rgb = core.render_overlay(mods[modality], labels, view, idx, opacity, mode, gt, zooms, uncertainty=res.get("uncertainty"))
         image(col, rgb, f"{view} {idx} / {n - 1}")
         settings["slices"][view] = idx
     st.caption("Views: superior / anterior up, the patient's left on the image's left (neurological convention).")
@@ -277,6 +280,16 @@ def results_tables(res: dict, scores) -> None:
                    f"(load {r.get('seconds_load', 0):.1f} s, network {r.get('seconds_inference', 0):.1f} s)")
         for w in r.get("warnings", []):
             st.warning(w)
+        quality = r.get("quality")
+        if quality:
+            st.subheader("Quality estimate")
+            table(core.quality_rows(r))
+            if quality["review"]:
+                st.warning("Check this mask: " + "; ".join(quality["reasons"]))
+            else:
+                st.caption("Not flagged for review.")
+            st.caption("Predicted from the model's hesitation (calibrated on cross-validated cases it never saw); "
+                       "the 'Uncertainty' overlay shows where it hesitates.")
     with c2:
         st.subheader("Against the ground truth")
         if scores is None:
@@ -341,7 +354,7 @@ def main() -> None:
     st.set_page_config(page_title="brainseg3d: brain tumour segmentation", layout="wide")
     st.title("brainseg3d: brain tumour segmentation")
     st.warning(f"**{core.DISCLAIMER}** Not for diagnosis or treatment decisions.")
-    bundles = core.find_bundles(REPO / "bundles", os.environ.get("BRAINSEG3D_BUNDLES"))
+    bundles = core.find_bundles(DATA / "bundles", os.environ.get("BRAINSEG3D_BUNDLES"))
     default = DEFAULT_BUNDLE.resolve()
     if default not in bundles and (default / "configs" / "inference.json").is_file():
         bundles.insert(0, default)

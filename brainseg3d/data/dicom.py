@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -236,19 +237,28 @@ def dicom_case_to_nifti(
     case_id = case_id or folder.resolve().name
     files = match_series(folder, case_id)
     workdir = Path(workdir)
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     images: dict[str, Path] = {}
-    for m in MODALITIES:
-        img = _read_series(files[m], case_id, m)
-        out = workdir / f"{case_id}_{m}.nii.gz"
-        tmp = workdir / f".{case_id}_{m}.{uuid.uuid4().hex[:8]}.tmp.nii.gz"
-        try:
-            sitk.WriteImage(img, str(tmp), True)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        images[m] = out
+    try:
+        for m in MODALITIES:
+            img = _read_series(files[m], case_id, m)
+            out = workdir / f"{case_id}_{m}.nii.gz"
+            tmp = workdir / f".{case_id}_{m}.{uuid.uuid4().hex[:8]}.tmp.nii.gz"
+            try:
+                sitk.WriteImage(img, str(tmp), True)
+                os.replace(tmp, out)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            images[m] = out
+    except BaseException:
+        # a failed conversion leaves nothing behind: neither its files nor an empty folder
+        for f in images.values():
+            f.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     return Case(case_id, images=images)
 
 

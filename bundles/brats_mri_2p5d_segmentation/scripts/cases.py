@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections import defaultdict
@@ -47,6 +48,8 @@ __all__ = [
     "inspect_case",
     "split_name",
 ]
+
+logger = logging.getLogger(__name__)
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 LABEL = "label"
@@ -120,6 +123,9 @@ class Case:
         label: path of the label map, or ``None``.
         problems: structural problems found by discovery (missing or duplicate modality);
             :meth:`check` raises the first one.
+        warnings: what discovery noticed but does not stop the case (a stray NIfTI file in
+            the case folder, another case of the same id that was left out); they go into
+            the case's report.
     """
 
     case_id: str
@@ -127,6 +133,14 @@ class Case:
     image4d: Path | None = None
     label: Path | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def location(self) -> str:
+        """Where the case is on disk (its folder, or its 4D file)."""
+        if self.image4d is not None:
+            return str(self.image4d)
+        files = [*self.images.values(), *([self.label] if self.label is not None else [])]
+        return str(files[0].parent) if files else "?"
 
     def modality_files(self) -> list[Path]:
         """The image files in the fixed :data:`MODALITIES` order (one path for a 4D case)."""
@@ -154,20 +168,47 @@ class Case:
 
 @dataclasses.dataclass
 class CaseInfo:
-    """Header facts of a case, read without decoding voxel data."""
+    """Header facts of a case, read without decoding voxel data.
+
+    Attributes:
+        problem: why the case cannot be segmented as it is (``None``: it can).
+        warnings: what does not stop segmentation (an unreadable or off-grid label file: the
+            label is not needed to segment, so it is ignored).
+        label_ok: the label file is readable and on the modalities' grid.
+    """
 
     case_id: str
     shape: tuple[int, ...] | None
     spacing: tuple[float, ...] | None
     same_grid: bool
     problem: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    label_ok: bool = True
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
 
-def _group_files(files: Iterable[Path]) -> list[Case]:
+def _is_stray_of(stem: str, case_id: str) -> bool:
+    return stem == case_id or (stem.startswith(case_id) and stem[len(case_id)] in "_-.")
+
+
+def _holds_4_channels(f: Path) -> bool:
+    try:
+        channel_layout(nib.load(str(f)).shape)
+    except Exception:  # a 3D volume, a damaged file: not a 4D case
+        return False
+    return True
+
+
+def _group_files(files: Iterable[Path], check_singles: bool = False) -> list[Case]:
+    """Group the NIfTI files of one folder into cases.
+
+    A NIfTI file without a modality suffix beside a four-file case is a *stray* (a brain mask,
+    a copy) when its name starts with that case's id, or, with ``check_singles``, when its
+    header holds no 4-channel image: it goes into that case's warnings and is not a case.
+    """
     groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     singles: list[Path] = []
     for f in files:
@@ -194,23 +235,65 @@ def _group_files(files: Iterable[Path]) -> list[Case]:
         if missing:
             case.problems.append(f"missing modality {', '.join(missing)}")
         cases.append(case)
+    by_id = {c.case_id: c for c in cases}
     for f in singles:
         case_id = _strip_nifti(f.name) or f.name
-        if case_id in groups:  # e.g. "BraTS_x.nii.gz" beside "BraTS_x_t1.nii.gz": not a case of its own
+        owner = next((c for cid, c in sorted(by_id.items(), key=lambda kv: -len(kv[0])) if _is_stray_of(case_id, cid)), None)
+        if owner is None and len(by_id) == 1:
+            owner = next(iter(by_id.values()))
+        # e.g. "BraTS_x.nii.gz" or a brain mask "BraTS_x_mask.nii.gz" beside "BraTS_x_t1.nii.gz"
+        stray = owner is not None and (case_id == owner.case_id or (check_singles and not _holds_4_channels(f)))
+        if stray:
+            msg = f"ignored {f.name}: not one of the four modalities nor the label (a brain mask or a copy?)"
+            owner.warnings.append(msg)
+            logger.warning("%s: %s", owner.case_id, msg)
             continue
         cases.append(Case(case_id, image4d=f))
     return cases
 
 
+def _walk_dirs(folder: Path):
+    """Every folder under ``folder`` (itself first, sorted, depth first) with its files.
+
+    Folder links are followed, but each real folder is visited once: a link loop, or two links
+    to one folder, cannot make discovery loop or find a case twice. Unreadable folders and
+    broken links are skipped with a warning.
+    """
+    seen: set[str] = set()
+    stack = [Path(folder)]
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in seen:  # a link loop, or a second link to one folder
+            logger.info("%s: a link to a folder already searched (%s); not searched again", d, real)
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            logger.warning("cannot list %s: %s; skipped", d, e.strerror or e)
+            continue
+        files, dirs = [], []
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=True):
+                    dirs.append(Path(e.path))
+                elif e.is_file(follow_symlinks=True):
+                    files.append(Path(e.path))
+            except OSError:  # a link loop or a broken link
+                continue
+        yield d, files
+        stack.extend(reversed(dirs))
+
+
 def _cases_in_dir(folder: Path) -> list[Case]:
     cases: list[Case] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        cases += _group_files(Path(dirpath) / n for n in sorted(filenames))
+    for _, files in _walk_dirs(folder):
+        cases += _group_files(files, check_singles=True)
     return cases
 
 
-def discover(root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Case]:
+def discover(root: str | os.PathLike | Sequence[str | os.PathLike], warnings: list[str] | None = None) -> list[Case]:
     """Find every case under ``root``.
 
     Args:
@@ -218,17 +301,20 @@ def discover(root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Case
             4D NIfTI file, a text file listing case folders / NIfTI files (one per line, ``#``
             comments allowed, relative paths resolved against the list file), or a sequence
             of any of these.
+        warnings: a list the warnings are appended to (besides the log): two cases sharing
+            one id (the first found is kept, the others are left out), stray files.
 
     Returns:
         Cases sorted by id. Cases with structural problems are included, with
-        :attr:`Case.problems` set, so that a batch can report them by name.
+        :attr:`Case.problems` set, so that a batch can report them by name; what does not stop
+        a case is in :attr:`Case.warnings`.
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
-        CaseError: two cases share one id.
     """
+    found: list[str] = []
     if isinstance(root, (list, tuple)):
-        cases = [c for r in root for c in discover(r)]
+        cases = [c for r in root for c in discover(r, found)]
     else:
         root = Path(root)
         if not root.exists():
@@ -243,13 +329,24 @@ def discover(root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Case
         else:
             entries = [ln.strip() for ln in root.read_text().splitlines()]
             entries = [e for e in entries if e and not e.startswith("#")]
-            cases = discover([(root.parent / e) for e in entries])
+            cases = discover([(root.parent / e) for e in entries], found)
     seen: dict[str, Case] = {}
     for c in cases:
-        if c.case_id in seen:
-            raise CaseError(c.case_id, "two cases share this id (give each case its own folder)")
+        first = seen.get(c.case_id)
+        if first is not None:
+            if os.path.realpath(first.location()) == os.path.realpath(c.location()):
+                continue  # the same case listed twice
+            msg = (f"{c.case_id}: two cases share this id: kept {first.location()}, left out {c.location()} "
+                   f"(give each case its own id)")
+            logger.warning("%s", msg)
+            found.append(msg)
+            first.warnings.append(f"another case with this id was left out: {c.location()}")
+            continue
         seen[c.case_id] = c
-    return sorted(cases, key=lambda c: c.case_id)
+        found += [f"{c.case_id}: {w}" for w in c.warnings if f"{c.case_id}: {w}" not in found]
+    if warnings is not None:
+        warnings += [w for w in found if w not in warnings]
+    return sorted(seen.values(), key=lambda c: c.case_id)
 
 
 def _glob_prefix(case_id: str) -> str:
@@ -266,20 +363,30 @@ def inspect_case(case: Case) -> CaseInfo:
     The problem, when there is one, is one of: a structural problem from discovery, an
     unreadable file, a volume that is not 3D, a 4D file without 4 channels, or
     ``"modalities on different grids"`` (shape, spacing, direction or origin differ).
+
+    The label is not needed to segment: an unreadable label file, or one on another grid, is
+    a warning (:attr:`CaseInfo.warnings`, ``label_ok=False``), never the case's problem.
     """
+    warnings: list[str] = []
+    label_ok = case.label is not None
 
     def info(problem, shape=None, spacing=None, same=False):
-        return CaseInfo(case.case_id, shape, spacing, same, problem)
+        return CaseInfo(case.case_id, shape, spacing, same, problem, warnings, label_ok)
 
     if case.problems:
         return info("; ".join(case.problems))
     headers = {}
-    files = case.modality_files() + ([case.label] if case.label is not None else [])
-    for f in files:
+    for f in case.modality_files():
         try:
             headers[f] = nib.load(str(f))
         except Exception as e:  # nibabel raises many types for damaged files
             return info(f"unreadable file {f.name}: {e}")
+    if case.label is not None:
+        try:
+            headers[case.label] = nib.load(str(case.label))
+        except Exception as e:
+            label_ok = False
+            warnings.append(f"label file {case.label.name} is unreadable ({e}): ignored (not needed to segment)")
     if case.image4d is not None:
         img = headers[case.image4d]
         try:
@@ -296,15 +403,23 @@ def inspect_case(case: Case) -> CaseInfo:
                 return info(f"{f.name} is not a 3D volume (shape {tuple(img.shape)})")
             grids.append(_grid(img))
         shape = grids[0][0]
-    if case.label is not None:
-        grids.append(_grid(headers[case.label]))
     spacing = tuple(float(s) for s in np.sqrt((grids[0][1][:3, :3] ** 2).sum(0)))
-    same = all(g[0] == grids[0][0] and np.allclose(g[1], grids[0][1], atol=GRID_ATOL) for g in grids)
+
+    def on(g):
+        return g[0] == grids[0][0] and np.allclose(g[1], grids[0][1], atol=GRID_ATOL)
+
+    same = all(on(g) for g in grids)
     problem = None if same else "modalities on different grids"
     if not same:
-        roles = list(MODALITIES if case.image4d is None else ["image"]) + ["label"]
+        roles = list(MODALITIES if case.image4d is None else ["image"])
         detail = ", ".join(f"{r} {g[0]}" for r, g in zip(roles, grids))
         problem = f"modalities on different grids ({detail})"
+    if label_ok:
+        lab = _grid(headers[case.label])
+        if not on(lab):
+            label_ok = False
+            warnings.append(f"label file {case.label.name} is not on the modalities' grid (shape {lab[0]} vs {grids[0][0]}, "
+                            f"or its affine differs): ignored (not needed to segment)")
     return info(problem, shape, spacing, same)
 
 
@@ -339,14 +454,14 @@ def inference_items(root: str | os.PathLike) -> list[dict]:
     Used as the bundle's datalist, so ``python -m monai.bundle run`` segments a folder of
     cases in any BraTS naming. Cases with problems are skipped with a warning naming them.
     """
-    import logging
-
     items = []
     for case in discover(root):
         info = inspect_case(case)
         if not info.ok:
-            logging.getLogger(__name__).warning("skipping %s: %s", case.case_id, info.problem)
+            logger.warning("skipping %s: %s", case.case_id, info.problem)
             continue
+        for w in info.warnings:
+            logger.warning("%s: %s", case.case_id, w)
         items.append({"case": case.case_id, "image": [str(p) for p in case.modality_files()]})
     return items
 
