@@ -16,6 +16,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 EXTRAS=""
 [ "${1:-}" = "test" ] && EXTRAS="[test,web]"
-.venv/bin/python -m pip install -q -e ".$EXTRAS" 2>&1 | grep -v "^WARNING: Location" || true
+# the build backend's notes on an editable install go to a log; on failure it is shown
+if ! .venv/bin/python -m pip install -q -e ".$EXTRAS" >.venv/setup.log 2>&1; then
+    cat .venv/setup.log >&2
+    echo "setup.sh: installing brainseg3d failed (log above, also in .venv/setup.log)" >&2
+    exit 1
+fi
 [ "${1:-}" = "test" ] && bash .ci/install_browser.sh
 .venv/bin/python -c "import torch, monai, brainseg3d; print(f'brainseg3d {brainseg3d.__version__}: torch {torch.__version__}, monai {monai.__version__}')"

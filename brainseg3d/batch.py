@@ -244,15 +244,24 @@ def _background(pred: Prediction) -> np.ndarray:
 def write_summary(results: Sequence[CaseResult], out_dir: str | os.PathLike, shard: tuple[int, int] | None = None,
                   warnings: Sequence[str] = ()) -> Path:
     """``summary.json`` (or ``summary.shard-I-of-N.json`` for one shard) listing every case's result
-    and the run's ``warnings`` (discovery: cases sharing an id, stray files)."""
+    and the run's ``warnings`` (discovery: cases sharing an id, stray files).
+
+    It is the latest run's; each run also keeps its own copy in ``summaries/`` (named by the time
+    it finished, UTC), so a second run into the same folder does not erase the first one's."""
+    import datetime
+
     name = f"summary.shard-{shard[0]}-of-{shard[1]}.json" if shard else "summary.json"
+    now = datetime.datetime.now(datetime.timezone.utc)
     doc = {
+        "finished": now.isoformat(timespec="seconds"),
         "shard": list(shard) if shard else None,
         "cases": [dataclasses.asdict(r) for r in results],
         **{k: sum(r.status == k for r in results) for k in ("ok", "skipped", "failed")},
         "review": [r.case_id for r in results if r.review],
         "warnings": list(warnings),
     }
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    write_json(doc, Path(out_dir) / "summaries" / name.replace("summary", f"summary-{stamp}", 1))
     return write_json(doc, Path(out_dir) / name)
 
 

@@ -21,6 +21,11 @@ __all__ = ["main"]
 logger = logging.getLogger("brainseg3d")
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 case``, ``2 cases``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _cases(args) -> int:
     from .data.cases import CaseError, discover, inspect_case
     from .data.checks import check_headers
@@ -42,14 +47,15 @@ def _cases(args) -> int:
             files = [c.images[m].name if m in c.images else "MISSING" for m in ("t1", "t1ce", "t2", "flair")]
         shape = "x".join(map(str, info.shape)) if info.shape else "-"
         spacing = "x".join(f"{s:.2f}" for s in info.spacing) if info.spacing else "-"
-        status = "ok" if info.ok else info.problem
-        bad += not info.ok
+        registers = not info.ok and info.problem.startswith("modalities on different grids")
+        status = "ok" if info.ok else (f"{info.problem}; `segment` registers them (--register auto)" if registers else info.problem)
+        bad += not info.ok and not registers
         print("\t".join([c.case_id, *files, c.label.name if c.label else "none", shape, spacing, status]))
         warnings += [f"{c.case_id}: {w}" for w in info.warnings]
     for w in warnings:
         print(f"WARNING {w}", file=sys.stderr)
-    print(f"{len(cases)} cases, {len(cases) - bad} ok, {bad} with problems", file=sys.stderr)
-    return 0 if cases else 1
+    print(f"{_n(len(cases), 'case')}, {len(cases) - bad} ok, {bad} with problems", file=sys.stderr)
+    return 0 if cases and not bad else 1
 
 
 def _datalist(args) -> int:
@@ -312,12 +318,13 @@ def _segment(args) -> int:
     n_skip = sum(r.status == "skipped" for r in results)
     for w in warnings:
         print(f"WARNING {w}", file=sys.stderr)
-    print(f"{n_ok} segmented, {n_skip} skipped (output exists; --overwrite to redo), {len(failed)} failed", file=sys.stderr)
+    skipped = f"{n_skip} skipped (output exists; --overwrite to redo)" if n_skip else "0 skipped"
+    print(f"{n_ok} segmented, {skipped}, {len(failed)} failed", file=sys.stderr)
     for r in failed:
         print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
     review = [r for r in results if r.review]
     if review:
-        print(f"{len(review)} case(s) to review (quality estimate; see <case>.json):", file=sys.stderr)
+        print(f"{_n(len(review), 'case')} to review (quality estimate; see <case>.json):", file=sys.stderr)
         for r in review:
             print(f"REVIEW {r.case_id}: {'; '.join(r.reasons or [])}", file=sys.stderr)
     if summary_failed:
@@ -438,6 +445,18 @@ def _demo(args) -> int:
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand its one-line help as the description of its own ``--help``, and
+    show defaults there."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                sub = action.choices[choice.dest]
+                sub.description = sub.description or choice.help
+                sub.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+                _describe(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -451,23 +470,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cases)
 
     s = sub.add_parser("datalist", help="write a patient-level MONAI datalist (train/validation/test, or k folds)")
-    s.add_argument("root")
+    s.add_argument("root", help="folder of labelled cases (any BraTS naming)")
     s.add_argument("--out", required=True, help="output JSON (with --folds: NAME_foldI.json)")
     s.add_argument("--split", default="70/15/15", help="train/validation/test percentages")
     s.add_argument("--folds", type=int, default=None, help="write K fold datalists (test split held out)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="shuffling seed of the split")
     s.add_argument("--dataset-dir", default=None, help="root the paths are relative to (default ROOT)")
     s.set_defaults(func=_datalist)
 
     s = sub.add_parser("train", help="train a model from a YAML config (MONAI/Ignite engines)")
-    s.add_argument("config")
+    s.add_argument("config", nargs="+", help="experiment YAML (configs/*.yaml); several are merged, later ones override key by key")
     s.add_argument("--output", default=None, help="output folder (default runs/<name>)")
-    s.add_argument("--max-epochs", type=int, default=None)
+    s.add_argument("--max-epochs", type=int, default=None, help="override the config's train#max_epochs")
     s.add_argument("--max-steps", type=int, default=None, help="stop after N iterations (smoke run)")
     s.add_argument("--max-val-cases", type=int, default=None, help="validate on the first N validation cases")
     s.add_argument("--resume", default=None, help="checkpoint.pt of an earlier run")
-    s.add_argument("--dataset-dir", default=None)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--dataset-dir", default=None, help="where the datalist's relative paths start (default: the one it records)")
+    s.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train#lr=0.001")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--fold", type=int, default=None, help="cross-validation fold of a pool datalist: train on the others, predict this one")
@@ -530,17 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_bundle_sync)
 
     s = sub.add_parser("export", help="put a training checkpoint into the bundle (model.pt + TorchScript model.ts)")
-    s.add_argument("checkpoint")
-    s.add_argument("--bundle", default=None)
-    s.add_argument("--no-torchscript", action="store_true")
+    s.add_argument("checkpoint", help="a training run's best_model.pt / final_model.pt")
+    s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one, whose weights are replaced)")
+    s.add_argument("--no-torchscript", action="store_true", help="skip models/model.ts")
     s.set_defaults(func=_export)
 
     s = sub.add_parser("segment", help="segment one case, a folder of cases, a 4D NIfTI, or DICOM series folders")
-    s.add_argument("input")
-    s.add_argument("output_dir")
+    s.add_argument("input", help="a case folder, a folder of cases, a 4D NIfTI, DICOM series folders, or a text file listing them (relative lines start at the file's folder)")
+    s.add_argument("output_dir", help="where <case>.nii.gz, <case>.json and summary.json go (created if needed)")
     s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped model)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when there is one")
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bfloat16 where the CPU/GPU has it, else fp32")
     s.add_argument("--labels", default="brats", choices=["brats", "brats2023"], help="ET written as 4 (brats) or 3 (brats2023)")
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     s.add_argument("--members", type=int, default=None, help="use the first N members of the ensemble (default: all; 1 = the fast single-model option)")
@@ -557,58 +576,59 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")
     s.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz: per-voxel uncertainty in percent (0 sure, 100 a coin flip) on the input grid")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_segment)
 
     s = sub.add_parser("merge", help="merge the per-shard summaries of a sharded segment run into summary.json")
-    s.add_argument("output_dir")
+    s.add_argument("output_dir", help="the output folder all shards wrote into")
     s.set_defaults(func=_merge)
 
     s = sub.add_parser("evaluate", help="Dice and HD95 per case on WT / TC / ET")
-    s.add_argument("pred_dir")
-    s.add_argument("gt_root")
+    s.add_argument("pred_dir", help="folder of predicted masks (<case>.nii.gz)")
+    s.add_argument("gt_root", help="folder of the cases with their labels (any BraTS naming)")
     s.add_argument("--out", default=None, help="CSV per case (+ JSON summary beside it)")
     s.set_defaults(func=_evaluate)
 
     s = sub.add_parser("compare", help="train configs under one time budget and score them on the test split")
-    s.add_argument("configs", nargs="+")
+    s.add_argument("configs", nargs="+", help="experiment YAMLs to compare")
     s.add_argument("--minutes", type=float, default=8.0, help="CPU minutes of training per config")
     s.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is a fair budget on a busy machine)")
-    s.add_argument("--output", default="runs/compare")
+    s.add_argument("--output", default="runs/compare", help="folder of the runs")
     s.add_argument("--out", default=None, help="Markdown table")
-    s.add_argument("--dataset-dir", default=None)
+    s.add_argument("--dataset-dir", default=None, help="where the datalist's relative paths start (default: the one it records)")
     s.set_defaults(func=_compare)
 
     s = sub.add_parser("score", help="per-volume Dice / HD95 of a training run's best model on a datalist split")
-    s.add_argument("run_dir")
-    s.add_argument("--split", default="validation", choices=["training", "validation", "testing"])
-    s.add_argument("--bf16", action="store_true")
-    s.add_argument("--out", default=None)
+    s.add_argument("run_dir", help="a training run folder (best_model.pt, config.yaml)")
+    s.add_argument("--split", default="validation", choices=["training", "validation", "testing"], help="which datalist split to score")
+    s.add_argument("--bf16", action="store_true", help="infer under bfloat16 autocast")
+    s.add_argument("--out", default=None, help="CSV per case (+ JSON summary beside it)")
     s.set_defaults(func=_score)
 
     s = sub.add_parser("bench", help="time the whole pipeline per case against the MONAI model-zoo BraTS recipe")
-    s.add_argument("cases_dir")
+    s.add_argument("cases_dir", help="folder of cases (one warm-up + --n timed)")
     s.add_argument("--n", type=int, default=5, help="timed cases (after one warm-up case)")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--pipelines", default="reference,ours-fp32,ours-bf16", help="comma list: reference, ours-fp32, ours-bf16, ours-bf16+tta, ours-bf16+m1 (first ensemble member only), ...")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     s.add_argument("--memory-batch", type=int, default=0, help="also segment a batch of N cases (cycled) and report RSS at its start and end, and cases/s")
     s.add_argument("--workers", type=int, default=None, help="loader threads of our batch runner (default: 1 on CPU, up to 12 on a GPU)")
     s.add_argument("--ablation", action="store_true", help="instead: time the network stage of one case under each speed technique, one change at a time")
     s.add_argument("--repeats", type=int, default=3, help="--ablation: timed runs per variant (median)")
-    s.add_argument("--bundle", default=None)
+    s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
     s.add_argument("--out", default=None, help="JSON report")
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("demo", help="segment the bundled sample case and print its Dice")
     s.add_argument("--sample", default=str((Path(__file__).parent / "_data" / "sample_data").resolve()), help="folder of sample cases (default: the shipped sample)")
-    s.add_argument("--output-dir", default="outputs/demo")
-    s.add_argument("--bundle", default=None)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--output-dir", default="outputs/demo", help="where the mask, report and preview go")
+    s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_demo)
     s = sub.add_parser("app", help="start the web demo (Streamlit) on http://127.0.0.1:PORT (needs brainseg3d[web])")
     s.add_argument("--port", type=int, default=8501, help="TCP port on 127.0.0.1 (0: a free one)")
     s.set_defaults(func=_app)
+    _describe(p)
     return p
 
 

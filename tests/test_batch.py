@@ -50,7 +50,7 @@ def test_bad_inputs_named_and_batch_goes_on(bad_batch, tmp_path, capsys):
     assert "FAILED Grid_001: modalities on different grids" in err
     assert "FAILED Nan_001: image holds NaN" in err
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["Good_001.json", "Good_001.nii.gz", "summary.json"]
+    assert names == ["Good_001.json", "Good_001.nii.gz", "summaries", "summary.json"]
     summary = __import__("json").loads((out / "summary.json").read_text())
     assert summary["ok"] == 1 and summary["failed"] == 4
     assert nib.load(str(out / "Good_001.nii.gz")).get_data_dtype() == np.uint8
@@ -73,7 +73,10 @@ def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
     assert (out / "brats_colours_brats.ctbl").read_text().count("\n") == 5
     capsys.readouterr()
     assert main(["segment", str(src), str(out), "--quiet"]) == 0
-    assert "0 segmented, 1 skipped" in capsys.readouterr().err
+    assert "0 segmented, 1 skipped (output exists; --overwrite to redo), 0 failed" in capsys.readouterr().err
+    runs = sorted((out / "summaries").glob("summary-*.json"))
+    assert len(runs) == 2  # each run keeps its own summary; summary.json is the latest
+    assert json.loads(runs[-1].read_text())["skipped"] == 1 and json.loads(runs[0].read_text())["ok"] == 1
     assert (out / "Case_A.nii.gz").stat().st_mtime_ns == mtime
     assert main(["segment", str(src), str(out), "--quiet", "--overwrite"]) == 0
     assert (out / "Case_A.nii.gz").stat().st_mtime_ns != mtime

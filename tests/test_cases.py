@@ -101,7 +101,14 @@ def test_cli_cases(shared, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("case\tt1\tt1ce")
     rows = {line.split("\t")[0]: line for line in out[1:]}
-    assert "modalities on different grids" in rows["TCGA-FG-6692"]
+    assert "modalities on different grids" in rows["TCGA-FG-6692"] and "`segment` registers them" in rows["TCGA-FG-6692"]
     assert rows["BraTS-MET-00110-000"].split("\t")[5] == "none"
     assert rows["BraTS-GLI-00000-000"].split("\t")[-1] == "ok"
     assert MODALITIES == ("t1", "t1ce", "t2", "flair")
+
+
+def test_cli_cases_exits_1_when_a_case_cannot_be_segmented(make_case, capsys):
+    folder = make_case("Miss_001", skip=("_t2",))
+    assert main(["cases", str(folder)]) == 1
+    cap = capsys.readouterr()
+    assert "missing modality t2" in cap.out and "1 case, 0 ok, 1 with problems" in cap.err

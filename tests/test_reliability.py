@@ -240,7 +240,7 @@ def test_batch_summary_exit_status_and_files_left(corpus_run):
     assert "WARNING Good_001: two cases share this id" in cap["err"]
     assert len(summary["cases"]) == len(goods) + len(BAD)
     names = {p.name for p in out.iterdir()}
-    assert names == {"summary.json"} | {f"{c}.nii.gz" for c in goods} | {f"{c}.json" for c in goods}  # no temporaries
+    assert names == {"summary.json", "summaries"} | {f"{c}.nii.gz" for c in goods} | {f"{c}.json" for c in goods}  # no temporaries
     assert f"{len(goods)} segmented, 0 skipped" in cap["err"]
 
 
