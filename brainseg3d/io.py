@@ -280,6 +280,20 @@ def write_colour_table(path: str | os.PathLike, labels: str = "brats") -> Path:
     return path
 
 
+#: orientation letters at the (left, right, top, bottom) edges of an axial view
+_AXIAL_LETTERS = {"radiological": ("R", "L", "A", "P"), "neurological": ("L", "R", "A", "P")}
+
+
+def preview_slice(volume: np.ndarray, z: int, convention: str = "radiological") -> np.ndarray:
+    """An axial slice of a RAS volume as displayed: anterior up; the patient's right on the
+    image's left (``radiological``, as 3D Slicer and ITK-SNAP show it) or on its right
+    (``neurological``)."""
+    if convention not in _AXIAL_LETTERS:
+        raise ValueError(f"convention must be radiological or neurological, got {convention!r}")
+    sl = np.rot90(volume[:, :, z])  # rows: anterior first; columns: the patient's left to right
+    return sl[:, ::-1] if convention == "radiological" else sl
+
+
 def write_preview(
     image: np.ndarray,
     labels: np.ndarray,
@@ -289,20 +303,30 @@ def write_preview(
     n_slices: int = 6,
     alpha: float = 0.45,
     affine: np.ndarray | None = None,
+    convention: str = "radiological",
 ) -> Path:
-    """A PNG montage of axial slices through the tumour with a coloured overlay and a legend.
+    """A PNG montage of axial slices through the tumour with a coloured overlay, orientation
+    letters on every view and a legend that names the convention.
 
     Args:
         image: one 3D modality (e.g. FLAIR), on the same grid as ``labels``.
         labels: the 3D label map.
-        affine: the grid's voxel-to-world affine: the views are turned to RAS first, so they
-            show anterior up and the patient's left on the left (neurological convention),
-            whatever the file's orientation.
+        affine: the grid's voxel-to-world affine: the views are turned to RAS first, so the
+            letters hold whatever the file's orientation, and pixels get the voxels' mm
+            aspect (every view at one mm scale).
+        convention: ``radiological`` (default, the patient's right on the image's left, as
+            Slicer and ITK-SNAP) or ``neurological``.
     """
+    zooms = (1.0, 1.0, 1.0)
     if affine is not None:
         ornt = nib.orientations.io_orientation(affine)
         image = nib.orientations.apply_orientation(image, ornt)
         labels = nib.orientations.apply_orientation(labels, ornt)
+        spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+        zooms = tuple(float(spacing[int(ornt[i, 0])]) for i in range(3))
+    letters = _AXIAL_LETTERS.get(convention)
+    if letters is None:
+        raise ValueError(f"convention must be radiological or neurological, got {convention!r}")
     # the object API (no pyplot): no global figure state, so writer threads can draw at once
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -314,26 +338,32 @@ def write_preview(
     else:
         z_brain = np.nonzero(image.any(axis=(0, 1)))[0]
         zs = np.unique(np.linspace(z_brain.min(), z_brain.max(), n_slices + 2)[1:-1].round().astype(int)) if z_brain.size else [image.shape[2] // 2]
-    fig = Figure(figsize=(2.6 * len(zs), 3.2))
+    fig = Figure(figsize=(2.6 * len(zs), 3.4))
     axes = fig.subplots(1, len(zs))
     axes = np.atleast_1d(axes)
     lo, hi = np.percentile(image[image != 0], (1, 99)) if (image != 0).any() else (0, 1)
+    aspect = zooms[1] / zooms[0]  # rows are y (mm per row), columns x: square millimetres
     for ax, z in zip(axes, zs):
-        sl = np.rot90(image[:, :, z])
-        lab = np.rot90(labels[:, :, z])
+        sl = preview_slice(image, z, convention)
+        lab = preview_slice(labels, z, convention)
         rgba = np.zeros((*lab.shape, 4))
         for v in names:
             if v:
                 rgba[lab == v, :3] = np.array(LABEL_COLOURS[v]) / 255
                 rgba[lab == v, 3] = alpha
-        ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi)
-        ax.imshow(rgba)
-        ax.set_title(f"z={z}", fontsize=8)
+        ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
+        ax.imshow(rgba, aspect=aspect)
+        ax.set_title(f"axial z={z}", fontsize=8)
+        for text, xy, ha, va in zip(letters, ((0.02, 0.5), (0.98, 0.5), (0.5, 0.98), (0.5, 0.02)),
+                                    ("left", "right", "center", "center"), ("center", "center", "top", "bottom")):
+            ax.text(*xy, text, transform=ax.transAxes, ha=ha, va=va, color="yellow", fontsize=9, fontweight="bold")
         ax.axis("off")
     handles = [Patch(color=np.array(LABEL_COLOURS[v]) / 255, label=f"{v}: {n}") for v, n in names.items() if v]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False, title=(
+        "radiological convention: the patient's right on the image's left" if convention == "radiological"
+        else "neurological convention: the patient's left on the image's left"), title_fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     return Path(path)

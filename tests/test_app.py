@@ -149,19 +149,19 @@ def test_render_overlay_colours_views_and_opacity():
     lab[2, 3, 4] = 1
     lab[5, 6, 4] = 2
     lab[7, 8, 4] = 4
-    rgb = core.render_overlay(bg, lab, "axial", 4, opacity=1.0, min_size=0)
+    rgb = core.render_overlay(bg, lab, "axial", 4, opacity=1.0, min_size=0, convention="neurological", letters=False)
     assert rgb.dtype == np.uint8 and rgb.shape == (12, 10, 3)  # rot90: rows = y (anterior up), columns = x
     # axial slice z=4 through rot90: voxel (x, y) -> row (Y-1-y), column x
     assert tuple(rgb[12 - 1 - 3, 2]) == (255, 0, 0)
     assert tuple(rgb[12 - 1 - 6, 5]) == (0, 200, 0)
     assert tuple(rgb[12 - 1 - 8, 7]) == (255, 255, 0)
     assert rgb.sum() == 255 + 200 + 510
-    half = core.render_overlay(bg + 100, lab, "axial", 4, opacity=0.5, min_size=0)
+    half = core.render_overlay(bg + 100, lab, "axial", 4, opacity=0.5, min_size=0, convention="neurological", letters=False)
     assert tuple(half[12 - 1 - 3, 2]) == (178, 50, 50)  # 0.5 * 100 + 0.5 * 255 rounded
     assert tuple(half[0, 0]) == (100, 100, 100)
     assert core.render_overlay(bg, lab, "coronal", 3, min_size=0).shape == (8, 10, 3)
     assert core.render_overlay(bg, lab, "sagittal", 2, min_size=0).shape == (8, 12, 3)
-    none = core.render_overlay(bg + 7, None, "sagittal", 99, min_size=0)  # index clipped, no labels
+    none = core.render_overlay(bg + 7, None, "sagittal", 99, min_size=0, letters=False)  # index clipped, no labels
     assert (none == 7).all()
 
 
@@ -172,7 +172,7 @@ def test_render_overlay_errors_mode_square_pixels_and_upscale():
     pred[1, 1, 2] = 2  # false positive
     gt[4, 4, 2] = 1  # false negative
     pred[3, 3, 2] = gt[3, 3, 2] = 4  # true positive: not coloured
-    rgb = core.render_overlay(bg, pred, "axial", 2, opacity=1.0, mode="errors", ground_truth=gt, min_size=0)
+    rgb = core.render_overlay(bg, pred, "axial", 2, opacity=1.0, mode="errors", ground_truth=gt, min_size=0, convention="neurological", letters=False)
     assert tuple(rgb[5 - 1, 1]) == core.FP_COLOUR
     assert tuple(rgb[5 - 4, 4]) == core.FN_COLOUR
     assert tuple(rgb[5 - 3, 3]) == (0, 0, 0)
@@ -262,12 +262,31 @@ def test_launch_without_streamlit_says_how_to_install(monkeypatch, capsys):
 # ============================================================================ the page, without a browser
 
 
+def test_views_radiological_by_default_with_letters():
+    vol = np.zeros((6, 5, 4), np.uint8)  # RAS
+    vol[5, 2, 1] = 200  # the patient's right
+    assert core.slice_view(vol, "axial", 1)[2, 0] == 200  # radiological: on the image's left
+    assert core.slice_view(vol, "axial", 1, "neurological")[2, 5] == 200
+    assert core.slice_view(vol, "coronal", 2)[4 - 1 - 1, 0] == 200  # rows: superior first
+    assert core.view_letters("axial") == ("R", "L", "A", "P")
+    assert core.view_letters("coronal", "neurological") == ("L", "R", "S", "I")
+    assert core.view_letters("sagittal") == ("P", "A", "S", "I")
+    plain = core.render_overlay(vol, None, "axial", 1, letters=False)
+    lettered = core.render_overlay(vol, None, "axial", 1)
+    assert plain.shape == lettered.shape
+    yellow = (lettered[..., 0] > 200) & (lettered[..., 1] > 180) & (lettered[..., 2] < 80)
+    h, w = yellow.shape
+    assert yellow[:, : w // 8].any() and yellow[:, -w // 8 :].any() and yellow[: h // 8].any() and yellow[-h // 8 :].any()
+    assert not ((plain[..., 0] > 200) & (plain[..., 2] < 80)).any()
+
+
 def test_render_overlay_uncertainty_and_quality_rows():
     bg = np.zeros((6, 6, 6), np.uint8)
     unc = np.zeros_like(bg)
     unc[2, 2, 2] = 100  # a coin flip: full colour at opacity 1
     unc[3, 3, 2] = 50
-    rgb = core.render_overlay(bg, np.zeros_like(bg), "axial", 2, opacity=1.0, mode="uncertainty", uncertainty=unc, min_size=0)
+    rgb = core.render_overlay(bg, np.zeros_like(bg), "axial", 2, opacity=1.0, mode="uncertainty", uncertainty=unc, min_size=0,
+                              convention="neurological", letters=False)
     assert tuple(rgb[5 - 2, 2]) == core.UNCERTAINTY_COLOUR
     assert tuple(rgb[5 - 3, 3]) == tuple(int(c / 2 + 0.5) for c in core.UNCERTAINTY_COLOUR)
     assert tuple(rgb[0, 0]) == (0, 0, 0)

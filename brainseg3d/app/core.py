@@ -41,6 +41,8 @@ __all__ = [
     "display_labels",
     "to_uint8",
     "slice_view",
+    "view_letters",
+    "CONVENTIONS",
     "render_overlay",
     "default_slices",
     "legend_items",
@@ -321,11 +323,55 @@ def display_labels(img: nib.Nifti1Image) -> np.ndarray:
     return np.asarray(np.squeeze(vol), np.uint8)
 
 
-def slice_view(volume: np.ndarray, view: str, index: int) -> np.ndarray:
-    """One 2D slice of a RAS volume, oriented for display (superior/anterior up)."""
+#: display conventions: ``radiological`` (3D Slicer, ITK-SNAP: the patient's right on the
+#: screen's left in axial and coronal views) and ``neurological``
+CONVENTIONS = ("radiological", "neurological")
+
+
+def view_letters(view: str, convention: str = "radiological") -> tuple[str, str, str, str]:
+    """Orientation letters at the (left, right, top, bottom) edges of a displayed view."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if view == "sagittal":
+        return ("P", "A", "S", "I")
+    side = ("R", "L") if convention == "radiological" else ("L", "R")
+    return (*side, "A", "P") if view == "axial" else (*side, "S", "I")
+
+
+def slice_view(volume: np.ndarray, view: str, index: int, convention: str = "radiological") -> np.ndarray:
+    """One 2D slice of a RAS volume, oriented for display: superior / anterior up; in axial and
+    coronal views the patient's right on the left (``radiological``) or on the right
+    (``neurological``); sagittal views have anterior on the right."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     axis = VIEWS[view]
     index = int(np.clip(index, 0, volume.shape[axis] - 1))
-    return np.rot90(np.take(volume, index, axis=axis))
+    sl = np.rot90(np.take(volume, index, axis=axis))  # columns: x (the patient's left to right) or y
+    return sl[:, ::-1] if convention == "radiological" and view != "sagittal" else sl
+
+
+def _draw_letters(rgb: np.ndarray, letters: Sequence[str]) -> np.ndarray:
+    """Write the orientation letters at the middle of each edge (yellow, as Slicer's)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(img)
+    h, w = rgb.shape[:2]
+    size = max(12, min(h, w) // 14)
+    try:
+        from PIL import ImageFont
+
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        font = None
+    pad = max(2, size // 3)
+    for text, (x, y, anchor) in zip(letters, ((pad, h / 2, "lm"), (w - pad, h / 2, "rm"), (w / 2, pad, "mt"), (w / 2, h - pad, "mb"))):
+        draw.text((x, y), text, fill=(255, 230, 0), font=font, anchor=anchor if font is not None else None,
+                  stroke_width=2, stroke_fill=(0, 0, 0))
+    return np.asarray(img)
+
+
+_slice_view = slice_view
 
 
 def _pixel_mm(view: str, zooms: Sequence[float]) -> tuple[float, float]:
@@ -345,6 +391,8 @@ def render_overlay(
     zooms: Sequence[float] = (1.0, 1.0, 1.0),
     min_size: int = 320,
     uncertainty: np.ndarray | None = None,
+    convention: str = "radiological",
+    letters: bool = True,
 ) -> np.ndarray:
     """An RGB uint8 slice: grey background with the label map (Slicer colours) or, in
     ``mode="errors"``, the whole-tumour false positives (:data:`FP_COLOUR`) and false negatives
@@ -353,8 +401,12 @@ def render_overlay(
     opacity growing with the uncertainty.
 
     Pixels are made square (voxel size ``zooms``) and small slices are enlarged to ``min_size``
-    by pixel repetition (nearest neighbour: labels stay crisp).
+    by pixel repetition (nearest neighbour: labels stay crisp). ``convention``: see
+    :func:`slice_view`; ``letters`` writes the orientation letters on the edges.
     """
+    def slice_view(volume, view, index):  # noqa: F811 - every layer in the same convention
+        return _slice_view(volume, view, index, convention)
+
     grey = slice_view(background, view, index).astype(np.float32)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     a = float(np.clip(opacity, 0.0, 1.0))
@@ -387,6 +439,8 @@ def render_overlay(
     k = int(np.ceil(min_size / max(out.shape[:2]))) if max(out.shape[:2]) < min_size else 1
     if k > 1:
         out = np.repeat(np.repeat(out, k, axis=0), k, axis=1)
+    if letters:
+        out = _draw_letters(np.ascontiguousarray(out), view_letters(view, convention))
     return np.ascontiguousarray(out)
 
 

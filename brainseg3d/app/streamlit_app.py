@@ -242,6 +242,8 @@ def viewer(res: dict, disp: dict, image_key: str) -> dict:
     c1, c2, c3 = st.columns([1, 1, 2])
     modality = c1.selectbox("Background", list(MODALITIES), index=MODALITIES.index("flair"), format_func=core.MODALITY_TITLES.get, key="modality")
     opacity = c2.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    convention = c1.radio("Convention", list(core.CONVENTIONS), index=0, horizontal=True, key="convention",
+                          format_func={"radiological": "radiological (Slicer, ITK-SNAP)", "neurological": "neurological"}.get)
     modes = {"Labels": "labels"}
     if gt is not None:
         modes["Errors vs ground truth (whole tumour)"] = "errors"
@@ -263,10 +265,13 @@ def viewer(res: dict, disp: dict, image_key: str) -> dict:
     for col, (view, axis) in zip(cols, core.VIEWS.items()):
         n = shape[axis]
         idx = col.slider(f"{view.capitalize()} slice", 0, n - 1, int(defaults[image_key][view]), key=f"slice-{view}-{image_key}")
-        rgb = core.render_overlay(mods[modality], labels, view, idx, opacity, mode, gt, zooms, uncertainty=res.get("uncertainty"))
+        rgb = core.render_overlay(mods[modality], labels, view, idx, opacity, mode, gt, zooms, uncertainty=res.get("uncertainty"),
+                                  convention=convention)
         image(col, rgb, f"{view} {idx} / {n - 1}")
         settings["slices"][view] = idx
-    st.caption("Views: superior / anterior up, the patient's left on the image's left (neurological convention).")
+    st.caption("Views: superior / anterior up; " + ("the patient's right on the image's left (radiological convention, as 3D Slicer and ITK-SNAP)"
+               if convention == "radiological" else "the patient's left on the image's left (neurological convention)")
+               + "; letters on every view: R/L right-left, A/P anterior-posterior, S/I superior-inferior.")
     return settings
 
 
