@@ -262,6 +262,12 @@ def test_launch_without_streamlit_says_how_to_install(monkeypatch, capsys):
 # ============================================================================ the page, without a browser
 
 
+def test_messages_never_show_server_paths():
+    msg = "unreadable file /tmp/brainseg3d-app-x1/uploads/abc/Case_t1.nii.gz: not a gzip file (truncated)"
+    assert core.without_paths(msg, "/tmp/brainseg3d-app-x1") == "unreadable file Case_t1.nii.gz: not a gzip file (truncated)"
+    assert core.without_paths("no path here", "/tmp/x") == "no path here"
+
+
 def test_views_radiological_by_default_with_letters():
     vol = np.zeros((6, 5, 4), np.uint8)  # RAS
     vol[5, 2, 1] = 200  # the patient's right
@@ -319,9 +325,10 @@ def test_app_page_with_the_sample_case(tmp_path, monkeypatch):
     at.radio(key="source").set_value(next(o for o in at.radio(key="source").options if o.startswith("Sample case"))).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert len(at.table) == 3  # volumes, quality estimate, Dice
-    assert "predicted Dice" in at.table[1].value.columns
-    assert any("Comparing models needs more than one bundle" in i.value for i in at.info)
+    assert len(at.table) == 4  # files used, volumes, quality estimate, Dice
+    assert list(at.table[0].value["modality"]) == ["T1", "T1c", "T2", "FLAIR", "ground truth"]
+    assert "predicted Dice" in at.table[2].value.columns
+    assert not any("Compare models" in h.value for h in at.subheader)  # one bundle: nothing to compare
     assert any("necrotic tumour core" in m.value for m in at.markdown)  # the legend
     assert [s.label for s in at.slider] == ["Overlay opacity", "Axial slice", "Coronal slice", "Sagittal slice"]
     at.radio(key="overlay_mode").set_value("Errors vs ground truth (whole tumour)").run()

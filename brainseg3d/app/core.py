@@ -30,6 +30,8 @@ __all__ = [
     "FN_COLOUR",
     "UNCERTAINTY_COLOUR",
     "quality_rows",
+    "assignment_rows",
+    "without_paths",
     "VIEWS",
     "UploadPlan",
     "classify_uploads",
@@ -482,6 +484,25 @@ def volume_rows(report: Mapping) -> list[dict]:
     """Per-region volume table rows (``region``, ``volume (ml)`` as text, 2 decimals) from a prediction report."""
     vols = report.get("volumes", {})
     return [{"region": REGION_TITLES.get(k, k), "volume (ml)": f"{float(v):.2f}"} for k, v in vols.items()]
+
+
+def assignment_rows(case: Case) -> list[dict]:
+    """Which uploaded file was taken as which modality (and as the ground truth)."""
+    if case.image4d is not None:
+        rows = [{"modality": "T1, T1c, T2, FLAIR (4D, in this order)", "file": case.image4d.name}]
+    else:
+        rows = [{"modality": MODALITY_TITLES[m], "file": case.images[m].name} for m in MODALITY_TITLES if m in case.images]
+    if case.label is not None:
+        rows.append({"modality": "ground truth", "file": case.label.name})
+    return rows
+
+
+def without_paths(message: str, root: str | os.PathLike) -> str:
+    """``message`` with every path under ``root`` (the server's session folder) cut to its file name."""
+    import re
+
+    root = str(root).rstrip("/")
+    return re.sub(re.escape(root) + r"/[^\s'\"),;:]*", lambda m: Path(m.group(0)).name, message)
 
 
 def quality_rows(report: Mapping) -> list[dict]:

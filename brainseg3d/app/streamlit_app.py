@@ -139,7 +139,7 @@ def _prepare_upload(files, max_mb: int):
     case = core.write_uploads(data, plan, uploads / image_key)
     problem = core.case_problem(case)
     if problem:
-        return [problem], None
+        return [core.without_paths(problem, session_dir())], None
     return [], (case, image_key, label_key)
 
 
@@ -174,11 +174,11 @@ def run_model(case, image_key: str, bundle: Path):
                 seconds = time.perf_counter() - t0
         except CaseError as e:
             status.update(label=f"{bundle.name}: failed", state="error", expanded=True)
-            st.error(f"Cannot segment {e.case_id}: {e.problem}")
+            st.error(f"Cannot segment {e.case_id}: {core.without_paths(e.problem, session_dir())}")
             return None
         except Exception as e:  # show, do not crash the page
             status.update(label=f"{bundle.name}: failed", state="error", expanded=True)
-            st.error(f"Segmentation failed: {type(e).__name__}: {e}")
+            st.error(f"Segmentation failed: {type(e).__name__}: {core.without_paths(str(e), session_dir())}")
             return None
         bar.progress(0.9, text="preparing the views and downloads")
         pred.report["seconds"] = round(seconds, 3)
@@ -322,15 +322,10 @@ def downloads(res: dict, case, scores) -> None:
 
 
 def compare(bundles: list[Path], primary: Path, res: dict, case, image_key: str, label_key, disp: dict, settings: dict) -> None:
-    st.subheader("Compare models")
     others = [b for b in bundles if b != primary]
-    if not others:
-        st.info(
-            f"Comparing models needs more than one bundle; only {primary.name} is available. Add bundle folders "
-            "(configs/inference.json + models/model.pt) under bundles/, or list them in the environment variable "
-            f"BRAINSEG3D_BUNDLES (separated by '{os.pathsep}')."
-        )
+    if not others:  # shown only when there is something to compare (BRAINSEG3D_BUNDLES adds bundles)
         return
+    st.subheader("Compare models")
     names = {str(b): f"{b.name} ({b.parent.name})" for b in bundles}
     chosen = st.multiselect("Run these bundles on the same case too", [str(b) for b in others], format_func=names.get, key="compare")
     if not chosen:
@@ -376,6 +371,8 @@ def main() -> None:
     case, image_key, label_key = chosen
     forget_other_cases(image_key)
     st.caption(f"Case **{case.case_id}**" + (" with ground truth" if case.label is not None else ""))
+    with st.expander("Files used", expanded=False):
+        table(core.assignment_rows(case))
     res = run_model(case, image_key, primary)
     if res is None:
         return
