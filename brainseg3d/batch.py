@@ -260,9 +260,13 @@ def write_summary(results: Sequence[CaseResult], out_dir: str | os.PathLike, sha
         "review": [r.case_id for r in results if r.review],
         "warnings": list(warnings),
     }
-    stamp = now.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
-    write_json(doc, Path(out_dir) / "summaries" / name.replace("summary", f"summary-{stamp}", 1))
-    return write_json(doc, Path(out_dir) / name)
+    path = write_json(doc, Path(out_dir) / name)  # the one that matters first
+    stamp = now.strftime("%Y%m%dT%H%M%S.%f") + f"-{os.getpid()}"
+    try:  # the run's own copy: kept when it fits (a full disk must not cost the summary above)
+        write_json(doc, Path(out_dir) / "summaries" / name.replace("summary", f"summary-{stamp}", 1))
+    except OSError as e:
+        logger.warning("the run's copy of %s was not kept in summaries/: %s", name, e)
+    return path
 
 
 def merge_summaries(out_dir: str | os.PathLike) -> dict:

@@ -359,11 +359,14 @@ def _run_facts(run: Path) -> dict:
     cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path else {}
     net = cfg.get("network", {})
     aug = [t.get("_target_", "?") for t in cfg.get("augmentation", [])] if isinstance(cfg.get("augmentation"), list) else []
+    names = list(dict.fromkeys(s.get("name", cfg.get("name", run.name)) for s in summaries)) or [cfg.get("name", run.name)]
+    epochs = [s["epochs"] for s in summaries]
     return {
-        "name": cfg.get("name", run.name),
+        # a run whose folds come from different recipes (e.g. one fold retrained longer) says so
+        "name": names[0] if len(names) == 1 else f"{run.name} (folds: {' / '.join(s.get('name', '?') for s in summaries)})",
         "network": f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} {net.get('channels', '')}, K={cfg.get('k', '?')}",
         "params": summaries[0]["params"] if summaries else None,
-        "epochs": summaries[0]["epochs"] if summaries else None,
+        "epochs": (epochs[0] if len(set(epochs)) == 1 else "/".join(map(str, epochs))) if epochs else None,
         "iterations": sum(s["iterations"] for s in summaries),
         "cpu_minutes": round(sum(s["train_cpu_minutes"] for s in summaries), 1),
         "wall_minutes": round(sum(s["train_minutes"] for s in summaries), 1),

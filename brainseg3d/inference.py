@@ -524,9 +524,15 @@ class Predictor:
             elif loaded.files:
                 pred.background = Path(loaded.files[-1])  # FLAIR, or the 4D file
             stripped = loaded.looks_stripped
-            pred.report["skull_stripped"] = stripped
+            pred.report["skull_stripped"] = stripped  # the input the network saw (after any stripping)
             if loaded.skull_strip is not None:
                 pred.report["skull_strip"] = loaded.skull_strip
+                if loaded.skull_strip.get("applied"):  # said, never silent: the input was changed
+                    msg = (f"the input did not look skull-stripped ({loaded.skull_strip.get('reason', '')}); brainseg3d "
+                           f"removed the skull (brain mask {loaded.skull_strip.get('brain_ml', 0):.0f} ml) before segmenting "
+                           "(--skull-strip never keeps the input as it is)")
+                    pred.report.setdefault("warnings", []).append(msg)
+                    logger.warning("%s: %s", loaded.case_id, msg)
                 if loaded.skull_strip.get("warning"):
                     pred.report.setdefault("warnings", []).append(loaded.skull_strip["warning"])
             if not stripped:
@@ -536,8 +542,6 @@ class Predictor:
             extra = []
             if loaded.registration is not None:
                 extra.append("the modalities were on different grids and were registered before segmentation")
-            if loaded.skull_strip is not None and loaded.skull_strip.get("applied"):
-                extra.append("the input was skull-stripped by brainseg3d before segmentation")
             self._add_estimate(pred, loaded.estimate, extra)
             return pred
         finally:

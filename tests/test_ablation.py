@@ -3,11 +3,14 @@ variant that should give the default's answer does (timings are not asserted).""
 
 import json
 
+import pytest
+
 from brainseg3d.cli import main
 
 from .conftest import copy_sample
 
 
+@pytest.mark.slow
 def test_ablation_rows_and_agreement(tmp_path, capsys):
     copy_sample(tmp_path / "cases", "Abl_0")
     out = tmp_path / "ablation.json"

@@ -441,6 +441,7 @@ def _text(driver):
     return driver.find_element(By.TAG_NAME, "body").text
 
 
+@pytest.mark.slow
 def test_app_end_to_end_in_chromium(tmp_path):
     chromium, chromedriver = _browser_or_skip()
     from selenium.webdriver.common.by import By
@@ -485,9 +486,13 @@ def test_app_end_to_end_in_chromium(tmp_path):
                 return loaded if len(loaded) >= 3 else None
 
             _wait(driver, "the three overlay views", overlays, 150)
-            tables = _wait(driver, "the volumes and Dice tables",
-                           lambda d: (t := d.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]')) and len(t) >= 2 and t, 60)
-            volumes, dice = tables[0].text, tables[1].text
+            def tables_with(*words):
+                return lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]') if all(w in t.text for w in words)] or None
+
+            volumes = _wait(driver, "the volumes table", tables_with("volume (ml)"), 60)[0].text
+            dice = _wait(driver, "the Dice table", tables_with("HD95"), 60)[0].text
+            quality = _wait(driver, "the quality table", tables_with("predicted Dice"), 60)[0].text
+            assert "whole tumour (WT)" in quality
             assert "peritumoral edema" in volumes and "enhancing tumour" in volumes
             wt_ml = float(re.search(r"whole tumour \(WT = 1 \+ 2 \+ ET\)\s+([0-9.]+)", volumes).group(1))
             assert wt_ml > 1.0, volumes
@@ -520,8 +525,7 @@ def test_app_end_to_end_in_chromium(tmp_path):
             box.click()
             box.send_keys("brats_copy")
             box.send_keys(Keys.ENTER)
-            compared = _wait(driver, "the comparison table",
-                             lambda d: (t := d.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]')) and len(t) >= 3 and "brats_copy" in t[2].text and t[2], 150)
+            compared = _wait(driver, "the comparison table", tables_with("brats_copy", "seconds"), 150)[0]
             rows = compared.text.splitlines()
             assert any(r.startswith("brats_mri_2p5d_segmentation") for r in rows) and any(r.startswith("brats_copy") for r in rows), rows
             assert len(overlays(driver)) >= 5

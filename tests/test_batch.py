@@ -82,6 +82,7 @@ def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
     assert (out / "Case_A.nii.gz").stat().st_mtime_ns != mtime
 
 
+@pytest.mark.slow
 def test_killed_batch_leaves_no_partial_mask(tmp_path):
     src = tmp_path / "in"
     for i in range(4):
@@ -104,6 +105,7 @@ def test_killed_batch_leaves_no_partial_mask(tmp_path):
     assert not list(out.glob(".*"))
 
 
+@pytest.mark.slow
 def test_parallel_loaders_same_masks_and_failures_named(bad_batch, tmp_path):
     """Several loader threads (the GPU setting) write the same masks as one, and a bad case
     among them is still reported by name while the others are written."""

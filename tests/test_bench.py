@@ -3,11 +3,14 @@
 
 import json
 
+import pytest
+
 from brainseg3d.cli import main
 
 from .conftest import copy_sample
 
 
+@pytest.mark.slow
 def test_bench_smoke(tmp_path, capsys):
     src = tmp_path / "cases"
     for i in range(2):

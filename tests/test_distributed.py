@@ -25,6 +25,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_ddp_train_two_cpu_processes(shared, tmp_path):
     doc = make_datalist(BRATS2018, seed=0)
     doc["training"], doc["validation"], doc["testing"] = doc["validation"][:1], doc["validation"][1:3], []
@@ -57,6 +58,7 @@ def test_parse_shard(monkeypatch):
     assert parse_shard(None) is None
 
 
+@pytest.mark.slow
 def test_sharded_inference_matches_single_process(tmp_path):
     src = tmp_path / "in"
     for i in range(3):

@@ -47,6 +47,7 @@ def test_tcga_needs_registration_and_brats_does_not():
     assert not needs_registration(discover(need(BRATS))[0])
 
 
+@pytest.mark.slow
 def test_tcga_registered_onto_one_grid(tcga):
     case, reg, workdir, messages = tcga
     assert not inspect_case(case).same_grid  # the premise: raw modalities on four grids

@@ -32,6 +32,7 @@ def _small(name):
     return ov
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_smoke_train(name, tiny_datalist, tmp_path):
     ov = _small(name)

@@ -65,6 +65,7 @@ def test_brats2023_labels_through_chain(shared):
     assert int(out["label"][2].sum()) == int((raw == 3).sum()) > 0
 
 
+@pytest.mark.slow
 def test_inverse_round_trip_every_shared_case(shared):
     """The inverse of the chain restores each input's exact shape and affine."""
     chain = preprocessing(["image"])
