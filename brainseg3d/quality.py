@@ -66,9 +66,13 @@ FEATURES = ("soft_dice", "penumbra", "largest_share", "log_volume")
 DEFAULT_FEATURES = ("penumbra",)
 #: the probability above which a voxel outside the mask counts in the penumbra
 PENUMBRA = 0.1
+#: the features are ratios of voxel counts: every STRIDE-th voxel along each axis estimates them
+#: (1/8 of the voxels for 2), for the out-of-fold fit and at inference alike
+STRIDE = 2
 
 
-def region_features(prob, thresholds: Sequence[float], voxel_ml: float = 0.001, features: Sequence[str] = FEATURES) -> dict:
+def region_features(prob, thresholds: Sequence[float], voxel_ml: float = 0.001, features: Sequence[str] = FEATURES,
+                    stride: int = STRIDE) -> dict:
     """The quality features of one model's probabilities ``[3, ...]`` (WT, TC, ET).
 
     Args:
@@ -76,11 +80,12 @@ def region_features(prob, thresholds: Sequence[float], voxel_ml: float = 0.001, 
         thresholds: the per-region thresholds that make the mask.
         voxel_ml: the volume of one voxel in ml (the preprocessed space is 1 mm: 0.001).
         features: which of :data:`FEATURES` to compute.
+        stride: estimate the features on every ``stride``-th voxel along each axis.
 
     Returns:
         ``{"WT": {"soft_dice": s, "penumbra": e, ...}, "TC": ..., "ET": ...}``.
     """
-    return ensemble_features(torch.as_tensor(prob)[None], thresholds, voxel_ml, features)
+    return ensemble_features(torch.as_tensor(prob)[None], thresholds, voxel_ml, features, stride)
 
 
 def candidate_box(member_probs) -> torch.Tensor:
@@ -100,12 +105,19 @@ def candidate_box(member_probs) -> torch.Tensor:
     return p[(slice(None), slice(None), *box)]
 
 
+def _strided(member_probs, stride: int) -> torch.Tensor:
+    p = torch.as_tensor(member_probs)
+    return p[..., ::stride, ::stride, ::stride] if stride > 1 and p.ndim >= 5 else p
+
+
 def ensemble_features(member_probs, thresholds: Sequence[float], voxel_ml: float = 0.001,
-                      features: Sequence[str] = DEFAULT_FEATURES) -> dict:
-    """:func:`region_features` of each member ``[M, 3, ...]``, averaged over the members
-    (vectorized over members and regions, inside :func:`candidate_box`: tens of ms).
-    ``soft_dice`` sums the probabilities inside that box only."""
-    member_probs = candidate_box(member_probs)
+                      features: Sequence[str] = DEFAULT_FEATURES, stride: int = STRIDE) -> dict:
+    """:func:`region_features` of each member ``[M, 3, X, Y, Z]``, averaged over the members
+    (vectorized over members and regions, on every ``stride``-th voxel inside
+    :func:`candidate_box`). ``soft_dice`` sums the probabilities inside that box only;
+    ``log_volume`` and ``largest_share`` count the sampled voxels (scaled by ``stride**3``)."""
+    member_probs = _strided(candidate_box(member_probs), stride)
+    voxel_ml = voxel_ml * (stride ** 3 if torch.as_tensor(member_probs).ndim >= 5 else 1)
     p = torch.as_tensor(member_probs).float().flatten(2)  # [M, 3, N]
     t = torch.tensor([float(x) for x in thresholds], dtype=p.dtype, device=p.device).reshape(1, 3, 1)
     mask = p > t
@@ -131,10 +143,10 @@ def ensemble_features(member_probs, thresholds: Sequence[float], voxel_ml: float
     return {r: {f: float(per[f][:, i].mean()) for f in features} for i, r in enumerate(REGIONS)}
 
 
-def member_agreement(member_probs, thresholds: Sequence[float]) -> dict:
+def member_agreement(member_probs, thresholds: Sequence[float], stride: int = STRIDE) -> dict:
     """Mean pairwise Dice of the members' masks per region (1.0 for a single member, or when
-    two members both predict the region empty)."""
-    p = candidate_box(member_probs).float().flatten(2)
+    two members both predict the region empty), on every ``stride``-th voxel."""
+    p = _strided(candidate_box(member_probs), stride).float().flatten(2)
     t = torch.tensor([float(x) for x in thresholds], dtype=p.dtype, device=p.device).reshape(1, 3, 1)
     mask = p > t
     m = mask.shape[0]

@@ -25,7 +25,7 @@ def _features(x: float) -> dict:
 def test_region_features_sure_and_hesitant_masks():
     prob = torch.zeros(3, 10, 10, 10)
     prob[:, 2:6, 2:6, 2:6] = 1.0  # a sure mask: no penumbra, soft Dice 1
-    sure = Q.region_features(prob, [0.5, 0.5, 0.5])
+    sure = Q.region_features(prob, [0.5, 0.5, 0.5], stride=1)
     assert sure["WT"]["soft_dice"] == pytest.approx(1.0)
     assert sure["WT"]["penumbra"] == 0.0
     assert sure["WT"]["largest_share"] == 1.0
@@ -33,7 +33,7 @@ def test_region_features_sure_and_hesitant_masks():
     hesitant = prob.clone()
     hesitant[:, 1:8, 1:8, 1:8] = torch.maximum(hesitant[:, 1:8, 1:8, 1:8], torch.tensor(0.3))  # a wide shell at p = 0.3
     hesitant[:, 8, 8, 8] = 0.9  # an island
-    h = Q.region_features(hesitant, [0.5, 0.5, 0.5])
+    h = Q.region_features(hesitant, [0.5, 0.5, 0.5], stride=1)
     assert h["WT"]["penumbra"] == pytest.approx(np.log1p((343 - 64) / 65))
     assert h["WT"]["largest_share"] == pytest.approx(64 / 65)
     assert h["WT"]["soft_dice"] < 1.0
@@ -77,10 +77,19 @@ def test_validate_on_made_up_cases():
 def test_member_agreement():
     a = torch.zeros(2, 3, 6, 6, 6)
     a[:, :, :3] = 1.0
-    assert Q.member_agreement(a, [0.5] * 3) == {r: 1.0 for r in REGIONS}
+    assert Q.member_agreement(a, [0.5] * 3, stride=1) == {r: 1.0 for r in REGIONS}
     a[1] = 0.0
     a[1, :, :3, :3] = 1.0  # member 2 covers half of member 1
-    assert Q.member_agreement(a, [0.5] * 3)["WT"] == pytest.approx(2 * 54 / (108 + 54))
+    assert Q.member_agreement(a, [0.5] * 3, stride=1)["WT"] == pytest.approx(2 * 54 / (108 + 54))
+
+
+def test_strided_features_estimate_the_full_ones():
+    rng = np.random.default_rng(0)
+    prob = torch.from_numpy(rng.uniform(0, 1, (3, 40, 40, 40)).astype(np.float32)) ** 4
+    full, fast = Q.region_features(prob, [0.4, 0.7, 0.8], stride=1), Q.region_features(prob, [0.4, 0.7, 0.8])
+    for r in REGIONS:
+        assert fast[r]["penumbra"] == pytest.approx(full[r]["penumbra"], rel=0.05)
+        assert fast[r]["log_volume"] == pytest.approx(full[r]["log_volume"], rel=0.05)
 
 
 @pytest.fixture(scope="module")
