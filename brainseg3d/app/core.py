@@ -373,9 +373,6 @@ def _draw_letters(rgb: np.ndarray, letters: Sequence[str]) -> np.ndarray:
     return np.asarray(img)
 
 
-_slice_view = slice_view
-
-
 def _pixel_mm(view: str, zooms: Sequence[float]) -> tuple[float, float]:
     """(row mm, column mm) of a displayed slice."""
     in_plane = [a for a in (0, 1, 2) if a != VIEWS[view]]  # (first, second) axis of the slice
@@ -406,18 +403,18 @@ def render_overlay(
     by pixel repetition (nearest neighbour: labels stay crisp). ``convention``: see
     :func:`slice_view`; ``letters`` writes the orientation letters on the edges.
     """
-    def slice_view(volume, view, index):  # noqa: F811 - every layer in the same convention
-        return _slice_view(volume, view, index, convention)
+    def at(volume):  # every layer: this view, slice and convention
+        return slice_view(volume, view, index, convention)
 
-    grey = slice_view(background, view, index).astype(np.float32)
+    grey = at(background).astype(np.float32)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     a = float(np.clip(opacity, 0.0, 1.0))
     if labels is not None:
-        lab = slice_view(labels, view, index)
+        lab = at(labels)
         if mode == "errors":
             if ground_truth is None:
                 raise ValueError("the error overlay needs a ground truth")
-            gt = slice_view(ground_truth, view, index) > 0
+            gt = at(ground_truth) > 0
             pr = lab > 0
             layers = [(pr & ~gt, FP_COLOUR), (gt & ~pr, FN_COLOUR)]
         elif mode == "labels":
@@ -426,7 +423,7 @@ def render_overlay(
             if uncertainty is None:
                 raise ValueError("the uncertainty overlay needs the uncertainty map")
             layers = []
-            w = (a * slice_view(uncertainty, view, index).astype(np.float32) / 100.0)[..., None]
+            w = (a * at(uncertainty).astype(np.float32) / 100.0)[..., None]
             rgb = (1 - w) * rgb + w * np.asarray(UNCERTAINTY_COLOUR, np.float32)
         else:
             raise ValueError(f"mode must be 'labels', 'errors' or 'uncertainty', got {mode!r}")
