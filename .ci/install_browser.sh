@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the web app's end-to-end test (tests/test_app.py) needs:
-#   Debian's chromium + chromium-driver (apt-get) and, in .venv, streamlit + selenium (pip).
+#   Debian's chromium + chromium-driver (apt-get) and, in .venv, streamlit, niivue-streamlit + selenium (pip).
 # Idempotent (does nothing when all is there) and never fails CI: when something cannot be
 # installed it says why and exits 0; the e2e test then skips with that reason.
 set -u
@@ -9,12 +9,12 @@ PY=${PYTHON:-.venv/bin/python}
 
 say() { echo "install_browser: $*" >&2; }
 
-# --- Python side: streamlit (the app) and selenium (the browser driver) ---
+# --- Python side: streamlit + niivue-streamlit (the app) and selenium (the browser driver) ---
 if [ -x "$PY" ]; then
-    if ! "$PY" -c "import streamlit, selenium" >/dev/null 2>&1; then
-        "$PY" -m pip install -q "streamlit>=1.45" "selenium>=4.15" 2>&1 | grep -v "^WARNING: Location" >&2
-        "$PY" -c "import streamlit, selenium" >/dev/null 2>&1 \
-            || say "pip could not install streamlit/selenium; the app tests that need them will be skipped"
+    if ! "$PY" -c "import streamlit, selenium, niivue_component" >/dev/null 2>&1; then
+        "$PY" -m pip install -q "streamlit>=1.45" "niivue-streamlit>=0.3" "selenium>=4.15" 2>&1 | grep -v "^WARNING: Location" >&2
+        "$PY" -c "import streamlit, selenium, niivue_component" >/dev/null 2>&1 \
+            || say "pip could not install streamlit/niivue-streamlit/selenium; the app tests that need them will be skipped"
     fi
 else
     say "no $PY; run setup.sh first (the app e2e test will be skipped)"

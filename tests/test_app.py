@@ -185,6 +185,63 @@ def test_render_overlay_errors_mode_square_pixels_and_upscale():
     assert big.shape == (60, 60, 3)
 
 
+def test_errors_per_region_in_both_label_schemes():
+    # a predicted necrosis where the truth has edema: no whole-tumour error, but a tumour-core false positive
+    pred = np.zeros((6, 6, 6), np.uint8)
+    gt = np.zeros_like(pred)
+    pred[1, 1, 2], gt[1, 1, 2] = 1, 2
+    pred[3, 3, 2], gt[3, 3, 2] = 2, 3  # truth ET (2023 scheme, 3) predicted as edema: TC and ET false negatives
+    fp, fn = core.error_masks(pred, gt, "WT")
+    assert not fp.any() and not fn.any()
+    fp, fn = core.error_masks(pred, gt, "TC")
+    assert fp[1, 1, 2] and fp.sum() == 1 and fn[3, 3, 2] and fn.sum() == 1
+    fp, fn = core.error_masks(pred, gt, "ET")
+    assert not fp.any() and fn[3, 3, 2] and fn.sum() == 1
+    assert core.error_counts(pred, gt, 0.5, "TC") == {"false_positive_ml": 0.5, "false_negative_ml": 0.5}
+    rgb = core.render_overlay(np.zeros_like(pred), pred, "axial", 2, opacity=1.0, mode="errors", ground_truth=gt, min_size=0,
+                              convention="neurological", letters=False, region="TC")
+    assert tuple(rgb[5 - 1, 1]) == core.FP_COLOUR and tuple(rgb[5 - 3, 3]) == core.FN_COLOUR
+    assert "tumour core (TC)" in core.legend_html("errors", region="TC")
+    with pytest.raises(ValueError, match="region"):
+        core.error_masks(pred, gt, "XX")
+
+
+def _from_bytes(raw: bytes) -> nib.Nifti1Image:
+    import gzip
+
+    return nib.Nifti1Image.from_bytes(gzip.decompress(raw))
+
+
+def test_niivue_layers_are_world_placed_0_1_volumes(tmp_path):
+    affine = np.array([[-1.0, 0, 0, 90], [0, -1, 0, 120], [0, 0, 2, -70], [0, 0, 0, 1]])
+    lab = np.zeros((5, 6, 7), np.uint8)
+    lab[1, 1, 1], lab[2, 2, 2] = 1, 4
+    layers = core.niivue_layers(lab, affine, "labels", opacity=0.3)
+    assert [l["name"] for l in layers] == ["label_1.nii.gz", "label_4.nii.gz"]  # empty edema left out
+    assert [l["colormap"] for l in layers] == ["red", "redyell"] and {l["opacity"] for l in layers} == {0.3}
+    one = _from_bytes(layers[1]["data"])
+    assert np.allclose(one.affine, affine) and int(one.header["sform_code"]) == 1 and int(one.header["qform_code"]) == 1
+    assert np.array_equal(np.asarray(one.dataobj), (lab == 4).astype(np.uint8))
+    gt = np.zeros_like(lab)
+    gt[1, 1, 1], gt[3, 3, 3] = 1, 2
+    errs = core.niivue_layers(lab, affine, "errors", gt, region="WT")
+    assert [l["name"] for l in errs] == ["WT_false_positive.nii.gz", "WT_false_negative.nii.gz"]
+    assert np.asarray(_from_bytes(errs[0]["data"]).dataobj)[2, 2, 2] == 1 and np.asarray(_from_bytes(errs[1]["data"]).dataobj)[3, 3, 3] == 1
+    unc = np.zeros_like(lab)
+    unc[0, 0, 0] = 80
+    assert np.asarray(_from_bytes(core.niivue_layers(lab, affine, "uncertainty", uncertainty=unc)[0]["data"]).dataobj).max() == 80
+    with pytest.raises(ValueError):
+        core.niivue_layers(lab, affine, "errors")
+    # the background: the modality file itself, or one channel of a 4D file
+    data = np.random.default_rng(0).random((5, 6, 7, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "c4.nii.gz"))
+    raw, name = core.niivue_background(Case("c4", image4d=tmp_path / "c4.nii.gz"), "t2")
+    assert name == "c4_t2.nii.gz" and np.allclose(np.asarray(_from_bytes(raw).dataobj), data[..., 2])
+    nib.save(nib.Nifti1Image(data[..., 3], affine), str(tmp_path / "c_flair.nii.gz"))
+    raw, name = core.niivue_background(Case("c", images={"flair": tmp_path / "c_flair.nii.gz"}), "flair")
+    assert name == "c_flair.nii.gz" and raw == (tmp_path / "c_flair.nii.gz").read_bytes()
+
+
 def test_display_volumes_are_ras_for_any_orientation(tmp_path):
     data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6) + 1
     flipped = np.diag([-1.0, 1.0, 1.0, 1.0])  # LAS storage
@@ -330,9 +387,23 @@ def test_app_page_with_the_sample_case(tmp_path, monkeypatch):
     assert "predicted Dice" in at.table[2].value.columns
     assert not any("Compare models" in h.value for h in at.subheader)  # one bundle: nothing to compare
     assert any("necrotic tumour core" in m.value for m in at.markdown)  # the legend
+    viewers = at.radio(key="viewer")
+    assert viewers.value == "niivue" and list(viewers.options)[0].startswith("Interactive (NiiVue")  # installed with [web]
+    assert any("In use: **NiiVue**" in c.value for c in at.caption)
+    assert [s.label for s in at.slider] == ["Overlay opacity"]  # NiiVue scrolls itself: no slice sliders
+    layers = res_layers = next(iter(at.session_state["results"].values()))["niivue"]["layers"][1]
+    assert [l["name"] for l in res_layers] == ["label_1.nii.gz", "label_2.nii.gz", "label_4.nii.gz"], layers
+    at.radio(key="viewer").set_value("slices").run()
+    assert not at.exception, at.exception
     assert [s.label for s in at.slider] == ["Overlay opacity", "Axial slice", "Coronal slice", "Sagittal slice"]
-    at.radio(key="overlay_mode").set_value("Errors vs ground truth (whole tumour)").run()
-    assert any("false positives" in m.value for m in at.markdown)
+    assert any("In use: plain images" in c.value for c in at.caption)
+    at.radio(key="overlay_mode").set_value("Errors vs ground truth").run()
+    assert any("whole tumour (WT): false positives" in m.value for m in at.markdown)
+    at.radio(key="error_region").set_value("ET").run()
+    assert not at.exception and any("enhancing tumour (ET): false positives" in m.value for m in at.markdown)
+    at.radio(key="viewer").set_value("niivue").run()  # the error layers of that region, in NiiVue
+    assert not at.exception, at.exception
+    assert [l["name"] for l in next(iter(at.session_state["results"].values()))["niivue"]["layers"][1]][0].startswith("ET_false_")
     at.radio(key="overlay_mode").set_value("Uncertainty").run()
     assert not at.exception and any("uncertain voxels" in m.value for m in at.markdown)
     res = next(iter(at.session_state["results"].values()))
@@ -347,6 +418,7 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--window-size=1500,3000",
+    "--enable-unsafe-swiftshader",  # WebGL 2 on the CPU (SwiftShader), for the NiiVue viewer
 ]  # fmt: skip
 
 
@@ -435,6 +507,26 @@ def _wait(driver, what, condition, timeout, errors_ok=False):
         pytest.fail(f"timed out after {timeout} s waiting for {what}; errors on the page: {_page_errors(driver)}")
 
 
+def _niivue_drawn(driver):
+    """Inside the NiiVue iframe: pixel statistics of its canvas once it shows a brain (many grey
+    levels) and the label overlay (red and green voxels), else ``None``."""
+    import io
+
+    from PIL import Image
+
+    canvases = driver.find_elements("tag name", "canvas")
+    if not canvases or canvases[0].size["width"] < 200:
+        return None
+    rgb = np.asarray(Image.open(io.BytesIO(canvases[0].screenshot_as_png)).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    grey = (abs(r - g) < 8) & (abs(g - b) < 8) & (r > 20)
+    red = (r > 150) & (g < 110) & (b < 110)
+    green = (g > 150) & (r < 140) & (b < 140)
+    stats = {"size": rgb.shape[:2], "grey_levels": len(np.unique(r[grey])), "grey_px": int(grey.sum()), "red_px": int(red.sum()),
+             "green_px": int(green.sum())}
+    return stats if stats["grey_levels"] > 50 and stats["grey_px"] > 5000 and stats["red_px"] > 50 and stats["green_px"] > 50 else None
+
+
 def _text(driver):
     from selenium.webdriver.common.by import By
 
@@ -477,6 +569,20 @@ def test_app_end_to_end_in_chromium(tmp_path):
             driver.execute_script("arguments[0].value = '';", upload)
             upload.send_keys(str(flair))
             _wait(driver, "the message to go", lambda d: "Missing modality" not in _text(d), 60, errors_ok=True)
+
+            # the default viewer is NiiVue: it must really draw the case (pixels in its WebGL canvas)
+            frame = _wait(driver, "the NiiVue viewer", lambda d: d.find_elements(By.CSS_SELECTOR, 'iframe[title*="niivue"]'), 150)[0]
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", frame)
+            driver.switch_to.frame(frame)
+            try:
+                stats = _wait(driver, "NiiVue to draw the image and the labels", _niivue_drawn, 120)
+            finally:
+                driver.switch_to.default_content()
+            print(f"\nNiiVue canvas: {stats}")
+            driver.save_screenshot(str(tmp_path / "app_niivue.png"))
+            print(f"screenshot: {tmp_path / 'app_niivue.png'}")
+            # the plain-image viewer (no WebGL needed)
+            driver.find_element(By.XPATH, "//label[contains(., 'Slices (plain images')]").click()
 
             def overlays(d):
                 """The rendered overlay images (loaded, and laid out larger than 100 px)."""

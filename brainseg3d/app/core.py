@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data.cases import MODALITIES, Case, channel_layout, inspect_case, split_name
 from ..io import LABEL_COLOURS, LABEL_NAMES, save_label_image, write_colour_table
+from ..transforms import REGIONS, LabelToRegions
 
 __all__ = [
     "DISCLAIMER",
@@ -52,6 +53,13 @@ __all__ = [
     "volume_rows",
     "score_rows",
     "error_counts",
+    "error_masks",
+    "REGION_NAMES",
+    "NIIVUE_COLORMAPS",
+    "niivue_available",
+    "nifti_bytes",
+    "niivue_background",
+    "niivue_layers",
     "mask_bytes",
     "colour_table_bytes",
     "report_bytes",
@@ -60,7 +68,7 @@ __all__ = [
 DISCLAIMER = "Research use only. Not a medical device."
 #: cap on one upload (all files together), in MB; also Streamlit's per-file server.maxUploadSize
 MAX_UPLOAD_MB = 200
-#: whole-tumour error overlay: false positives (predicted, not in the ground truth) and false negatives
+#: error overlay (per region): false positives (predicted, not in the ground truth) and false negatives
 FP_COLOUR = (255, 0, 255)
 FN_COLOUR = (0, 140, 255)
 #: the uncertainty overlay's colour (yellow: apart from the label colours)
@@ -70,6 +78,8 @@ VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
 #: how each modality may be named (BraTS 2018-2021 / 2023+), for messages
 MODALITY_HINTS = {"t1": "_t1 or -t1n", "t1ce": "_t1ce or -t1c", "t2": "_t2 or -t2w", "flair": "_flair or -t2f"}
 MODALITY_TITLES = {"t1": "T1", "t1ce": "T1c", "t2": "T2", "flair": "FLAIR"}
+#: the BraTS evaluation regions (:data:`brainseg3d.transforms.REGIONS`) by name
+REGION_NAMES = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
 REGION_TITLES = {
     "necrotic_core_ml": "necrotic tumour core (label 1)",
     "edema_ml": "peritumoral edema (label 2)",
@@ -392,10 +402,11 @@ def render_overlay(
     uncertainty: np.ndarray | None = None,
     convention: str = "radiological",
     letters: bool = True,
+    region: str = "WT",
 ) -> np.ndarray:
     """An RGB uint8 slice: grey background with the label map (Slicer colours) or, in
-    ``mode="errors"``, the whole-tumour false positives (:data:`FP_COLOUR`) and false negatives
-    (:data:`FN_COLOUR`) against ``ground_truth``, or in ``mode="uncertainty"`` the per-voxel
+    ``mode="errors"``, the false positives (:data:`FP_COLOUR`) and false negatives
+    (:data:`FN_COLOUR`) of one BraTS ``region`` (WT, TC or ET) against ``ground_truth``, or in ``mode="uncertainty"`` the per-voxel
     uncertainty map (0-100, :attr:`Prediction.uncertainty`) in :data:`UNCERTAINTY_COLOUR`, its
     opacity growing with the uncertainty.
 
@@ -414,9 +425,8 @@ def render_overlay(
         if mode == "errors":
             if ground_truth is None:
                 raise ValueError("the error overlay needs a ground truth")
-            gt = at(ground_truth) > 0
-            pr = lab > 0
-            layers = [(pr & ~gt, FP_COLOUR), (gt & ~pr, FN_COLOUR)]
+            fp, fn = error_masks(lab, at(ground_truth), region)
+            layers = [(fp, FP_COLOUR), (fn, FN_COLOUR)]
         elif mode == "labels":
             layers = [(lab == v, LABEL_COLOURS[v]) for v in sorted(LABEL_COLOURS)]
         elif mode == "uncertainty":
@@ -457,22 +467,23 @@ def default_slices(labels: np.ndarray | None, shape: Sequence[int]) -> dict[str,
 # --------------------------------------------------------------------------------------------
 
 
-def legend_items(mode: str = "labels", labels_scheme: str = "brats") -> list[tuple[str, tuple[int, int, int]]]:
+def legend_items(mode: str = "labels", labels_scheme: str = "brats", region: str = "WT") -> list[tuple[str, tuple[int, int, int]]]:
     """``(text, colour)`` entries of the overlay legend."""
     if mode == "errors":
-        return [("false positive (predicted tumour, not in ground truth)", FP_COLOUR), ("false negative (missed tumour)", FN_COLOUR)]
+        name = REGION_NAMES[region]
+        return [(f"false positive (predicted {name}, not in the ground truth)", FP_COLOUR), (f"false negative (missed {name})", FN_COLOUR)]
     if mode == "uncertainty":
         return [("uncertain voxels (the brighter, the closer to a coin flip)", UNCERTAINTY_COLOUR)]
     return [(f"{v}: {name}", LABEL_COLOURS[v]) for v, name in LABEL_NAMES[labels_scheme].items() if v]
 
 
-def legend_html(mode: str = "labels", labels_scheme: str = "brats") -> str:
+def legend_html(mode: str = "labels", labels_scheme: str = "brats", region: str = "WT") -> str:
     """The legend as inline HTML (coloured squares)."""
     spans = [
         f'<span style="display:inline-block;margin-right:1.2em;white-space:nowrap">'
         f'<span style="display:inline-block;width:0.9em;height:0.9em;margin-right:0.35em;vertical-align:middle;'
         f'background:rgb{tuple(c)};border:1px solid #555"></span>{text}</span>'
-        for text, c in legend_items(mode, labels_scheme)
+        for text, c in legend_items(mode, labels_scheme, region)
     ]
     return '<div class="brainseg3d-legend">' + "".join(spans) + "</div>"
 
@@ -505,7 +516,7 @@ def without_paths(message: str, root: str | os.PathLike) -> str:
 def quality_rows(report: Mapping) -> list[dict]:
     """Rows ``region, predicted Dice, members agree`` (as text) from a report's ``quality`` block."""
     q = report.get("quality") or {}
-    names = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
+    names = REGION_NAMES
     agree = q.get("member_agreement") or {}
     return [
         {"region": names[r], "predicted Dice": f"{float(q['predicted_dice'][r]):.2f}",
@@ -517,7 +528,7 @@ def quality_rows(report: Mapping) -> list[dict]:
 
 def score_rows(scores: Mapping[str, float]) -> list[dict]:
     """Rows ``region, Dice, HD95 (mm)`` (as text) from :func:`brainseg3d.evaluation.region_scores`."""
-    names = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
+    names = REGION_NAMES
     return [
         {"region": names[r], "Dice": f"{float(scores[f'Dice_{r}']):.3f}", "HD95 (mm)": f"{float(scores[f'HD95_{r}']):.1f}"}
         for r in ("WT", "TC", "ET")
@@ -525,10 +536,102 @@ def score_rows(scores: Mapping[str, float]) -> list[dict]:
     ]
 
 
-def error_counts(pred: np.ndarray, gt: np.ndarray, voxel_ml: float = 0.001) -> dict[str, float]:
-    """Whole-tumour false positive / false negative volumes in ml."""
-    p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
-    return {"false_positive_ml": round(float((p & ~g).sum()) * voxel_ml, 3), "false_negative_ml": round(float((g & ~p).sum()) * voxel_ml, 3)}
+def error_masks(pred: np.ndarray, gt: np.ndarray, region: str = "WT") -> tuple[np.ndarray, np.ndarray]:
+    """``(false positives, false negatives)`` of one BraTS region (WT, TC or ET), as boolean arrays.
+
+    Both label maps may use either scheme (ET = 4 up to BraTS 2021, 3 from 2023): the regions
+    come from :class:`brainseg3d.transforms.LabelToRegions`, as the evaluation's do.
+    """
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    i = REGIONS.index(region)
+    conv = LabelToRegions("auto")
+    p = conv(np.ascontiguousarray(pred), "prediction")[i].numpy().astype(bool)
+    g = conv(np.ascontiguousarray(gt), "ground truth")[i].numpy().astype(bool)
+    return p & ~g, g & ~p
+
+
+def error_counts(pred: np.ndarray, gt: np.ndarray, voxel_ml: float = 0.001, region: str = "WT") -> dict[str, float]:
+    """False positive / false negative volumes of one region (default whole tumour), in ml."""
+    fp, fn = error_masks(pred, gt, region)
+    return {"false_positive_ml": round(float(fp.sum()) * voxel_ml, 3), "false_negative_ml": round(float(fn.sum()) * voxel_ml, 3)}
+
+
+# --------------------------------------------------------------------------------------------
+# the interactive viewer (NiiVue, through the niivue-streamlit component)
+# --------------------------------------------------------------------------------------------
+
+#: NiiVue colour maps of the overlays: each label / error layer is one 0/1 volume whose 1 takes
+#: the map's top colour, close to :data:`LABEL_COLOURS`, :data:`FP_COLOUR`, :data:`FN_COLOUR`
+NIIVUE_COLORMAPS = {1: "red", 2: "green", 3: "redyell", 4: "redyell", "fp": "violet", "fn": "blue", "uncertainty": "warm"}
+
+
+def niivue_available() -> bool:
+    """Whether the NiiVue Streamlit component (``pip install niivue-streamlit``) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("niivue_component") is not None
+
+
+def nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
+    """``volume`` as gzipped NIfTI-1 bytes (what NiiVue reads), with ``affine`` as both qform and sform."""
+    import gzip
+
+    img = nib.Nifti1Image(np.asarray(volume), np.asarray(affine, np.float64))
+    img.header.set_xyzt_units("mm")
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    return gzip.compress(img.to_bytes(), compresslevel=1)
+
+
+def niivue_background(case: Case, modality: str) -> tuple[bytes, str]:
+    """``(bytes, file name)`` of one modality at its own intensities (NiiVue windows it and the
+    user adjusts window / level): the uploaded file itself, or that channel of a 4D file."""
+    if case.image4d is None:
+        path = Path(case.images[modality])
+        return path.read_bytes(), path.name
+    img = nib.load(str(case.image4d))
+    arr = np.asanyarray(img.dataobj)
+    i = MODALITIES.index(modality)
+    ch = arr.reshape(arr.shape[:3] + (-1,))[..., i] if channel_layout(arr.shape) == "last" else arr.reshape((arr.shape[0],) + arr.shape[1:4])[i]
+    return nifti_bytes(np.asarray(ch, np.float32), img.affine), f"{case.case_id}_{modality}.nii.gz"
+
+
+def niivue_layers(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    mode: str = "labels",
+    ground_truth: np.ndarray | None = None,
+    region: str = "WT",
+    uncertainty: np.ndarray | None = None,
+    opacity: float = 0.45,
+) -> list[dict]:
+    """The overlays of the NiiVue viewer (``niivue_viewer(overlays=...)``) for one display mode.
+
+    ``labels`` (and ``ground_truth``, ``uncertainty``) are arrays on one grid with ``affine``
+    (NiiVue places them in world space, so they need not be the background's grid). Each label
+    value, or each error kind of ``region``, is its own 0/1 layer in :data:`NIIVUE_COLORMAPS`;
+    layers that are empty are left out.
+    """
+    lab = np.asarray(labels)
+    if mode == "labels":
+        parts = [(f"label_{v}", lab == v, NIIVUE_COLORMAPS[v]) for v in sorted(LABEL_COLOURS)]
+    elif mode == "errors":
+        if ground_truth is None:
+            raise ValueError("the error overlay needs a ground truth")
+        fp, fn = error_masks(lab, ground_truth, region)
+        parts = [(f"{region}_false_positive", fp, NIIVUE_COLORMAPS["fp"]), (f"{region}_false_negative", fn, NIIVUE_COLORMAPS["fn"])]
+    elif mode == "uncertainty":
+        if uncertainty is None:
+            raise ValueError("the uncertainty overlay needs the uncertainty map")
+        parts = [("uncertainty", np.asarray(uncertainty), NIIVUE_COLORMAPS["uncertainty"])]
+    else:
+        raise ValueError(f"mode must be 'labels', 'errors' or 'uncertainty', got {mode!r}")
+    return [
+        {"data": nifti_bytes(np.asarray(mask, np.uint8), affine), "name": f"{name}.nii.gz", "colormap": cmap, "opacity": float(opacity)}
+        for name, mask, cmap in parts
+        if np.any(mask)
+    ]
 
 
 def mask_bytes(label: nib.Nifti1Image, folder: str | os.PathLike, name: str = "mask.nii.gz") -> bytes:

@@ -66,6 +66,9 @@ def launch(port: int = 8501, address: str = "127.0.0.1", max_upload_mb: int = MA
     if importlib.util.find_spec("streamlit") is None:
         print("error: the web app needs Streamlit: pip install 'brainseg3d[web]' (or pip install streamlit)", file=sys.stderr)
         return 2
+    if importlib.util.find_spec("niivue_component") is None:
+        print("note: niivue-streamlit is not installed: the app shows plain slice images "
+              "(pip install niivue-streamlit for the interactive NiiVue viewer)", file=sys.stderr)
     port = int(port) or free_port(address)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", STREAMLIT_SERVER_HEADLESS="true")
     proc = subprocess.Popen(build_command(port, address, max_upload_mb), stdout=sys.stderr, stdin=subprocess.DEVNULL, env=env)
@@ -94,7 +97,7 @@ def launch(port: int = 8501, address: str = "127.0.0.1", max_upload_mb: int = MA
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="brainseg3d app", description="Start the brainseg3d web demo (Streamlit) on localhost.")
     p.add_argument("--port", type=int, default=8501, help="TCP port (0: a free one)")
-    p.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB)
+    p.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help=f"upload cap in MB, all files of one upload together (default {MAX_UPLOAD_MB})")
     args = p.parse_args(argv)
     return int(launch(port=args.port, max_upload_mb=args.max_upload_mb))
 

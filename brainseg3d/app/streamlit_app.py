@@ -2,8 +2,9 @@
 
 Flow: a case (uploaded NIfTI files, or the shipped sample) -> the bundle's Predictor (cached
 once per bundle with ``st.cache_resource``; results cached per session and case, keyed by the
-files' hashes) -> three slice views with the label / error overlay -> volumes, Dice, model
-comparison, downloads.
+files' hashes) -> the viewer (NiiVue where ``niivue-streamlit`` is installed, else three plain slice
+images) with the label / per-region error / uncertainty overlay -> volumes, Dice, quality,
+model comparison (with two bundles), downloads.
 
 Uploads are written only into this session's ``tempfile.TemporaryDirectory`` (removed when the
 session ends or the server stops). Inference runs in fp32 so that the downloaded mask is the
@@ -188,6 +189,7 @@ def run_model(case, image_key: str, bundle: Path):
             "label": pred.label,
             "report": pred.report,
             "display": core.display_labels(pred.label),
+            "display_affine": nib.as_closest_canonical(pred.label).affine,
             "uncertainty": None if pred.uncertainty is None else core.display_labels(pred.uncertainty),
             "seconds": seconds,
             "mask": core.mask_bytes(pred.label, out_dir, f"{case.case_id}.nii.gz"),
@@ -231,14 +233,23 @@ def display_data(case, image_key: str, label_key: str | None) -> dict:
 # ---------------------------------------------------------------------------- page
 
 
-def viewer(res: dict, disp: dict, image_key: str) -> dict:
-    """Modality, opacity and overlay controls and the three views; returns the settings."""
+#: the two viewers: NiiVue (WebGL, interactive) where its component is installed, and plain images
+VIEWERS = {
+    "niivue": "Interactive (NiiVue: crosshair, scroll, zoom, window/level, 3D)",
+    "slices": "Slices (plain images, no WebGL needed)",
+}
+
+
+def viewer(res: dict, disp: dict, case, image_key: str) -> dict:
+    """Viewer, modality, opacity and overlay controls and the views; returns the settings."""
     labels = res["display"]
     mods, zooms, gt = disp["mods"], disp["zooms"], disp["gt"]
     shape = labels.shape
     if gt is not None and gt.shape != shape:
         gt = None
         st.warning("The ground truth is not on the mask's grid; the error overlay is off.")
+    kinds = list(VIEWERS) if core.niivue_available() else ["slices"]
+    kind = st.radio("Viewer", kinds, horizontal=True, format_func=VIEWERS.get, key="viewer")
     c1, c2, c3 = st.columns([1, 1, 2])
     modality = c1.selectbox("Background", list(MODALITIES), index=MODALITIES.index("flair"), format_func=core.MODALITY_TITLES.get, key="modality")
     opacity = c2.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
@@ -246,33 +257,75 @@ def viewer(res: dict, disp: dict, image_key: str) -> dict:
                           format_func={"radiological": "radiological (Slicer, ITK-SNAP)", "neurological": "neurological"}.get)
     modes = {"Labels": "labels"}
     if gt is not None:
-        modes["Errors vs ground truth (whole tumour)"] = "errors"
+        modes["Errors vs ground truth"] = "errors"
     if res.get("uncertainty") is not None:
         modes["Uncertainty"] = "uncertainty"
     mode = modes[c3.radio("Overlay", list(modes), horizontal=True, key="overlay_mode")]
+    region = "WT"
+    if mode == "errors":
+        region = c3.radio("Errors of", list(core.REGION_NAMES), horizontal=True, format_func=core.REGION_NAMES.get, key="error_region")
     if gt is None:
         c3.caption("Upload the ground truth (*_seg.nii.gz) for Dice and the error overlay.")
-    legend = core.legend_html(mode, LABELS)
+    legend = core.legend_html(mode, LABELS, region)
     if mode == "errors":
-        err = core.error_counts(labels, gt, res["report"].get("voxel_ml", 0.001))
-        legend += f'<div style="font-size:0.85em">false positives {err["false_positive_ml"]:.2f} ml, false negatives {err["false_negative_ml"]:.2f} ml</div>'
+        err = core.error_counts(labels, gt, res["report"].get("voxel_ml", 0.001), region)
+        legend += (f'<div style="font-size:0.85em">{core.REGION_NAMES[region]}: false positives {err["false_positive_ml"]:.2f} ml, '
+                   f'false negatives {err["false_negative_ml"]:.2f} ml</div>')
     st.markdown(legend, unsafe_allow_html=True)
+    settings = {"modality": modality, "opacity": opacity, "mode": mode, "region": region, "gt": gt, "slices": {}, "viewer": kind}
+    if kind == "niivue":
+        niivue_view(res, case, image_key, modality, opacity, mode, region, gt, convention)
+    else:
+        slice_views(res, disp, image_key, modality, opacity, mode, region, gt, convention, settings)
+    return settings
+
+
+def niivue_view(res: dict, case, image_key: str, modality: str, opacity: float, mode: str, region: str, gt, convention: str) -> None:
+    """The NiiVue viewer: the modality at its own intensities, the overlay layers in world space."""
+    from niivue_component import niivue_viewer
+
+    cache = res.setdefault("niivue", {})
+    if cache.get("background", (None,))[0] != modality:
+        cache["background"] = (modality, core.niivue_background(case, modality))
+    layers_key = (mode, region, round(float(opacity), 2))
+    if cache.get("layers", (None,))[0] != layers_key:
+        layers = core.niivue_layers(res["display"], res["display_affine"], mode, gt, region, res.get("uncertainty"), opacity)
+        cache["layers"] = (layers_key, layers)
+    data, name = cache["background"][1]
+    niivue_viewer(
+        nifti_data=data, filename=name, overlays=cache["layers"][1], height=680, view_mode="multiplanar", styled=True,
+        settings={"crosshair": True, "radiological": convention == "radiological", "interpolation": False, "colorbar": False},
+        update_interval_ms=None, key=f"niivue-{image_key}-{modality}-{convention}",
+    )
+    st.caption(
+        "In use: **NiiVue** (WebGL 2), in world coordinates from the files' affines. Click or drag to move the crosshair "
+        "(the views are linked), scroll to change slice, right-drag for window / level (double-click resets it); "
+        "the menu above the views has zoom, single views and the 3D render. Orientation letters on every view; "
+        + ("radiological convention (the patient's right on the screen's left, as Slicer and ITK-SNAP)."
+           if convention == "radiological" else "neurological convention (the patient's left on the screen's left).")
+        + " A blank viewer means this browser has no WebGL 2: choose 'Slices'."
+    )
+
+
+def slice_views(res: dict, disp: dict, image_key: str, modality: str, opacity: float, mode: str, region: str, gt, convention: str,
+                settings: dict) -> None:
+    """Three plain images (axial, coronal, sagittal) with a slider each."""
+    labels, mods, zooms = res["display"], disp["mods"], disp["zooms"]
+    shape = labels.shape
     defaults = state("default_slices", {})
     if image_key not in defaults:
         defaults[image_key] = core.default_slices(labels, shape)
     cols = st.columns(3)
-    settings = {"modality": modality, "opacity": opacity, "mode": mode, "gt": gt, "slices": {}}
     for col, (view, axis) in zip(cols, core.VIEWS.items()):
         n = shape[axis]
         idx = col.slider(f"{view.capitalize()} slice", 0, n - 1, int(defaults[image_key][view]), key=f"slice-{view}-{image_key}")
         rgb = core.render_overlay(mods[modality], labels, view, idx, opacity, mode, gt, zooms, uncertainty=res.get("uncertainty"),
-                                  convention=convention)
+                                  convention=convention, region=region)
         image(col, rgb, f"{view} {idx} / {n - 1}")
         settings["slices"][view] = idx
-    st.caption("Views: superior / anterior up; " + ("the patient's right on the image's left (radiological convention, as 3D Slicer and ITK-SNAP)"
+    st.caption("In use: plain images. Views: superior / anterior up; " + ("the patient's right on the image's left (radiological convention, as 3D Slicer and ITK-SNAP)"
                if convention == "radiological" else "the patient's left on the image's left (neurological convention)")
                + "; letters on every view: R/L right-left, A/P anterior-posterior, S/I superior-inferior.")
-    return settings
 
 
 def results_tables(res: dict, scores) -> None:
@@ -332,12 +385,12 @@ def compare(bundles: list[Path], primary: Path, res: dict, case, image_key: str,
         return
     runs = [res] + [r for r in (run_model(case, image_key, Path(b)) for b in chosen) if r is not None]
     view = "axial"
-    idx = settings["slices"][view]
+    idx = settings["slices"].get(view, core.default_slices(res["display"], res["display"].shape)[view])  # NiiVue: the tumour's centre
     cols = st.columns(len(runs))
     rows = []
     for col, r in zip(cols, runs):
         rgb = core.render_overlay(disp["mods"][settings["modality"]], r["display"], view, idx, settings["opacity"],
-                                  settings["mode"], settings["gt"], disp["zooms"])
+                                  settings["mode"], settings["gt"], disp["zooms"], region=settings["region"])
         image(col, rgb, f"{r['bundle'].name}: {r['seconds']:.1f} s")
         row = {"model": r["bundle"].name, "folder": str(r["bundle"].parent), "seconds": f"{r['seconds']:.1f}",
                "network (s)": f"{r['report'].get('seconds_inference', 0):.1f}"}
@@ -381,7 +434,7 @@ def main() -> None:
         st.error(f"internal error: mask {res['display'].shape} and image {disp['mods']['flair'].shape} differ in shape")
         return
     scores = scores_for(res, case, label_key)
-    settings = viewer(res, disp, image_key)
+    settings = viewer(res, disp, case, image_key)
     results_tables(res, scores)
     downloads(res, case, scores)
     compare(bundles, primary, res, case, image_key, label_key, disp, settings)
