@@ -166,7 +166,7 @@ def _post_entries(post: dict) -> dict:
     """Bundle config entries of a post-processing setting (thresholds as floats, rules as ints)."""
     out = {}
     for k, v in post.items():
-        out[k] = [float(t) for t in v] if k == "thresholds" else int(v)
+        out[k] = [float(t) for t in v] if k == "thresholds" else float(v) if k == "min_fraction" else int(v)
     return out
 
 
@@ -181,7 +181,7 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         checkpoints: one state dict file of the 2D network per member (``final_model.pt``).
         bundle: bundle folder (default: the shipped one).
         torchscript: also export ``models/model.ts``.
-        postprocessing: ``{"min_component": N, "et_to_necrosis": M}`` to record.
+        postprocessing: ``{"thresholds": [...], "min_component": N, "min_fraction": F, "et_to_necrosis": M}`` to record.
         unet: UNet keyword arguments (default: the ones the bundle has now).
         half: store the weights in ``model.pt`` as float16 (half the size in git; loading
             casts them back to the float32 network; TorchScript stays float32).

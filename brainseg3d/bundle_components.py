@@ -10,7 +10,7 @@ two drift apart.
   ``[B, 3, H, W, D]``: to every client it is an ordinary 3D segmentation network.
 - :class:`LabelToRegionsd` / :class:`RegionsToLabelsd`: BraTS labels <-> nested [WT, TC, ET].
 - :class:`ProbabilityMean`: an ensemble of networks as one network (mean of the sigmoids).
-- :class:`PostprocessRegionsd`: small-component removal and the small-ET-to-necrosis rule
+- :class:`PostprocessRegionsd`: small-component removal (absolute and relative to the largest) and the small-ET-to-necrosis rule
   (scipy, imported when a rule is on).
 """
 
@@ -290,13 +290,19 @@ class PostprocessRegions(Transform):
             threshold in (0, 1)).
         min_component: whole-tumour connected components (full connectivity) smaller than
             this many voxels are removed from every region (0: off).
+        min_fraction: whole-tumour components smaller than this fraction of the largest one are
+            removed too (0: off; 1 keeps the largest only): false positives far from the tumour
+            are usually much smaller than it, whatever the voxel size.
         et_to_necrosis: when the predicted enhancing tumour has fewer voxels than this, the ET
             channel is cleared; those voxels stay tumour core, i.e. become necrosis (0: off).
     """
 
-    def __init__(self, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5)) -> None:
+    def __init__(self, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5), min_fraction: float = 0.0) -> None:
         self.min_component = int(min_component)
         self.et_to_necrosis = int(et_to_necrosis)
+        self.min_fraction = float(min_fraction)
+        if not 0.0 <= self.min_fraction <= 1.0:
+            raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
         self.thresholds = [float(t) for t in thresholds]
         if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
             raise ValueError(f"thresholds must be three numbers in (0, 1) for WT, TC, ET, got {thresholds!r}")
@@ -305,14 +311,16 @@ class PostprocessRegions(Transform):
         x = torch.as_tensor(regions)
         t = torch.tensor(self.thresholds, dtype=torch.float32, device=x.device).reshape(3, *([1] * (x.ndim - 1)))
         r = torch.cat([x[:3].float() > t, x[3:] > 0.5])
-        if self.min_component > 0:
+        if self.min_component > 0 or self.min_fraction > 0:
             import numpy as np
             from scipy import ndimage
 
             wt = r[0].cpu().numpy()
             lab, n = ndimage.label(wt, structure=np.ones((3,) * wt.ndim, bool))
             if n:
-                small = np.bincount(lab.ravel()) < self.min_component
+                sizes = np.bincount(lab.ravel())
+                sizes[0] = 0
+                small = sizes < max(self.min_component, self.min_fraction * sizes.max())
                 small[0] = False
                 r = r & ~torch.from_numpy(small[lab]).to(r.device)[None]
         if self.et_to_necrosis > 0:
@@ -329,9 +337,9 @@ class PostprocessRegionsd(MapTransform):
     """Dictionary version of :class:`PostprocessRegions`."""
 
     def __init__(self, keys: KeysCollection, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5),
-                 allow_missing_keys=False):
+                 min_fraction: float = 0.0, allow_missing_keys=False):
         super().__init__(keys, allow_missing_keys)
-        self.converter = PostprocessRegions(min_component, et_to_necrosis, thresholds)
+        self.converter = PostprocessRegions(min_component, et_to_necrosis, thresholds, min_fraction)
 
     def __call__(self, data):
         d = dict(data)

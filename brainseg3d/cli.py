@@ -144,8 +144,8 @@ def _cv_score(args) -> int:
     from .cv import format_summary, score_run
 
     post = None
-    if args.min_component is not None or args.et_to_necrosis is not None:
-        post = {"min_component": args.min_component or 0, "et_to_necrosis": args.et_to_necrosis or 0}
+    if args.min_component is not None or args.et_to_necrosis is not None or args.min_fraction is not None:
+        post = {"min_component": args.min_component or 0, "min_fraction": args.min_fraction or 0.0, "et_to_necrosis": args.et_to_necrosis or 0}
     if args.tta:
         from .cv import predict_out_of_fold
         from .data.pool import parse_roots
@@ -293,7 +293,7 @@ def _segment(args) -> int:
         if shard:
             cases = cases[shard[0] :: shard[1]]
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, members=args.members,
-                              min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, register=args.register, skull_strip=args.skull_strip,
+                              min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, min_fraction=args.min_fraction, register=args.register, skull_strip=args.skull_strip,
                               uncertainty=args.uncertainty)
         try:
             results = segment_cases(cases, out_dir, predictor, overwrite=args.overwrite, preview=args.preview,
@@ -515,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="the CV run folder")
     s.add_argument("--out", default=None, help="where cv.csv / cv.json go (default: the run folder)")
     s.add_argument("--min-component", type=int, default=None, help="fixed post-processing instead of the CV search")
+    s.add_argument("--min-fraction", type=float, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--no-search", action="store_true", help="no post-processing search (raw scores only)")
     s.add_argument("--tta", action="store_true", help="first predict the held-out cases again with flip TTA (fold<i>/oof_tta/), then score those")
@@ -564,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     s.add_argument("--members", type=int, default=None, help="use the first N members of the ensemble (default: all; 1 = the fast single-model option)")
     s.add_argument("--min-component", type=int, default=None, help="drop tumour components smaller than N voxels (default: the bundle's, chosen by CV; 0 = off)")
+    s.add_argument("--min-fraction", type=float, default=None, help="also drop tumour components smaller than this fraction of the largest (default: the bundle's, chosen by CV; 0 = off)")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="an enhancing tumour smaller than N voxels becomes necrosis (default: the bundle's; 0 = off)")
     s.add_argument("--register", default="auto", choices=["auto", "always", "never"],
                    help="rigidly register the modalities to T1c (SimpleITK) when they are on different grids (auto)")

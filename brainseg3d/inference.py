@@ -157,6 +157,8 @@ class Predictor:
             (0 = off; ``None``: the bundle's ``min_component``, chosen by cross-validation).
         et_to_necrosis: an enhancing tumour smaller than this many voxels becomes necrosis
             (0 = off; ``None``: the bundle's ``et_to_necrosis``).
+        min_fraction: also remove tumour components smaller than this fraction of the largest
+            (0 = off; ``None``: the bundle's ``min_fraction``, chosen by cross-validation).
         threads: torch CPU threads (``None`` leaves torch's default).
         register: ``auto`` registers the modalities (SimpleITK, rigid, mutual information) when
             they are on different grids, ``always`` registers every four-file case, ``never``
@@ -187,6 +189,7 @@ class Predictor:
         skull_strip: str = "auto",
         quality: bool = True,
         uncertainty: bool = False,
+        min_fraction: float | None = None,
     ):
         if skull_strip not in ("auto", "never"):
             raise ValueError(f"skull_strip must be auto or never, got {skull_strip!r}")
@@ -211,8 +214,9 @@ class Predictor:
         self.precision, self.labels, self.tta = precision, labels, tta
         self.min_component = int(parser.get("min_component", 0) if min_component is None else min_component)
         self.et_to_necrosis = int(parser.get("et_to_necrosis", 0) if et_to_necrosis is None else et_to_necrosis)
+        self.min_fraction = float(parser.get("min_fraction", 0.0) if min_fraction is None else min_fraction)
         self.thresholds = [float(t) for t in parser.get("thresholds", [0.5, 0.5, 0.5])]
-        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis)  # on the thresholded regions
+        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis, min_fraction=self.min_fraction)  # on the thresholded regions
         self._thresholds = torch.tensor(self.thresholds, device=self.device).reshape(3, 1, 1, 1)
         self.et_label = LABEL_SCHEMES[labels]
         self.model_name = self.bundle.name
@@ -288,13 +292,15 @@ class Predictor:
             if self.calibration is not None:
                 use = self.calibration["features"]
                 member_probs = candidate_box(member_probs)  # once, for both
-                estimate["features"] = ensemble_features(member_probs, self.thresholds, features=use)
+                cal = self.calibration  # the features exactly as the calibration was fitted
+                estimate["features"] = ensemble_features(member_probs, self.thresholds, features=use, post=cal.get("postprocessing"),
+                                                         reach_mm=cal.get("penumbra_reach_mm"))
                 estimate["agreement"] = member_agreement(member_probs, self.thresholds) if m > 1 else None
             if self.uncertainty:  # 1 - |2p - 1| of the mean, the most uncertain region per voxel
                 u = (1.0 - (2.0 * prob - 1.0).abs()).amax(0, keepdim=True)
                 estimate["uncertainty"] = (u * 100.0 + 0.5).to(torch.uint8).cpu()
         regions = prob > self._thresholds  # per region, chosen by CV
-        if self.min_component > 0 or self.et_to_necrosis > 0:
+        if self.min_component > 0 or self.et_to_necrosis > 0 or self.min_fraction > 0:
             regions = self._post(regions.cpu())
         return RegionsToLabels(self.et_label)(regions).cpu(), estimate
 
@@ -347,6 +353,8 @@ class Predictor:
             "labels": self.labels,
             "precision": self.precision,
             "tta": self.tta,
+            "postprocessing": {"thresholds": self.thresholds, "min_component": self.min_component,
+                               "min_fraction": self.min_fraction, "et_to_necrosis": self.et_to_necrosis},
             "device": str(self.device),
             "shape": list(arr.shape),
             "voxel_ml": voxel_ml,

@@ -66,13 +66,16 @@ FEATURES = ("soft_dice", "penumbra", "largest_share", "log_volume")
 DEFAULT_FEATURES = ("penumbra",)
 #: the probability above which a voxel outside the mask counts in the penumbra
 PENUMBRA = 0.1
+#: the penumbra counts the uncertain voxels within this many mm of the mask only (stray
+#: far-away blobs, which the component rules remove, say little about the mask's own error)
+PENUMBRA_REACH_MM = 6.0
 #: the features are ratios of voxel counts: every STRIDE-th voxel along each axis estimates them
 #: (1/8 of the voxels for 2), for the out-of-fold fit and at inference alike
 STRIDE = 2
 
 
 def region_features(prob, thresholds: Sequence[float], voxel_ml: float = 0.001, features: Sequence[str] = FEATURES,
-                    stride: int = STRIDE) -> dict:
+                    stride: int = STRIDE, post: dict | None = None, reach_mm: float | None = PENUMBRA_REACH_MM) -> dict:
     """The quality features of one model's probabilities ``[3, ...]`` (WT, TC, ET).
 
     Args:
@@ -81,11 +84,14 @@ def region_features(prob, thresholds: Sequence[float], voxel_ml: float = 0.001, 
         voxel_ml: the volume of one voxel in ml (the preprocessed space is 1 mm: 0.001).
         features: which of :data:`FEATURES` to compute.
         stride: estimate the features on every ``stride``-th voxel along each axis.
+        post: the component rules of the mask (``min_component``, ``min_fraction``, as the
+            bundle's post-processing), applied to each member's thresholded mask.
+        reach_mm: the penumbra counts voxels within this distance of the mask (``None``: all).
 
     Returns:
         ``{"WT": {"soft_dice": s, "penumbra": e, ...}, "TC": ..., "ET": ...}``.
     """
-    return ensemble_features(torch.as_tensor(prob)[None], thresholds, voxel_ml, features, stride)
+    return ensemble_features(torch.as_tensor(prob)[None], thresholds, voxel_ml, features, stride, post, reach_mm)
 
 
 def candidate_box(member_probs) -> torch.Tensor:
@@ -110,24 +116,48 @@ def _strided(member_probs, stride: int) -> torch.Tensor:
     return p[..., ::stride, ::stride, ::stride] if stride > 1 and p.ndim >= 5 else p
 
 
+def _member_masks(p: torch.Tensor, thresholds: Sequence[float], post: dict | None, stride: int) -> torch.Tensor:
+    """Each member's thresholded regions ``[M, 3, X, Y, Z]``, with the component rules of ``post``
+    (``min_component`` scaled to the sampled voxels)."""
+    t = torch.tensor([float(x) for x in thresholds], dtype=p.dtype, device=p.device).reshape(1, 3, *([1] * (p.ndim - 2)))
+    mask = p > t
+    post = post or {}
+    mc, mf = int(post.get("min_component", 0)), float(post.get("min_fraction", 0.0))
+    if (mc > 0 or mf > 0) and p.ndim >= 5 and mask.numel():
+        from .bundle_components import PostprocessRegions
+
+        rule = PostprocessRegions(int(np.ceil(mc / stride**3)), 0, (0.5, 0.5, 0.5), mf)
+        mask = torch.stack([rule(m) for m in mask])
+    return mask
+
+
 def ensemble_features(member_probs, thresholds: Sequence[float], voxel_ml: float = 0.001,
-                      features: Sequence[str] = DEFAULT_FEATURES, stride: int = STRIDE) -> dict:
+                      features: Sequence[str] = DEFAULT_FEATURES, stride: int = STRIDE, post: dict | None = None,
+                      reach_mm: float | None = PENUMBRA_REACH_MM) -> dict:
     """:func:`region_features` of each member ``[M, 3, X, Y, Z]``, averaged over the members
     (vectorized over members and regions, on every ``stride``-th voxel inside
     :func:`candidate_box`). ``soft_dice`` sums the probabilities inside that box only;
-    ``log_volume`` and ``largest_share`` count the sampled voxels (scaled by ``stride**3``)."""
+    ``log_volume`` and ``largest_share`` count the sampled voxels (scaled by ``stride**3``).
+    The masks get the component rules of ``post``; the penumbra counts the voxels within
+    ``reach_mm`` of the mask (1 mm voxels, as the preprocessed space has)."""
     member_probs = _strided(candidate_box(member_probs), stride)
-    voxel_ml = voxel_ml * (stride ** 3 if torch.as_tensor(member_probs).ndim >= 5 else 1)
-    p = torch.as_tensor(member_probs).float().flatten(2)  # [M, 3, N]
-    t = torch.tensor([float(x) for x in thresholds], dtype=p.dtype, device=p.device).reshape(1, 3, 1)
-    mask = p > t
+    spatial = torch.as_tensor(member_probs).float()
+    voxel_ml = voxel_ml * (stride ** 3 if spatial.ndim >= 5 else 1)
+    mask_sp = _member_masks(spatial, thresholds, post, stride)
+    p = spatial.flatten(2)  # [M, 3, N]
+    mask = mask_sp.flatten(2)
     size = mask.sum(-1).double()  # [M, 3]
     per = {"log_volume": torch.log10(1.0 + size * voxel_ml)}
     if "soft_dice" in features:
         sp, inter = p.sum(-1).double(), (p * mask).sum(-1).double()
         per["soft_dice"] = torch.where(sp + size > 0, 2.0 * inter / (sp + size).clamp_min(1e-12), torch.ones_like(sp))
     if "penumbra" in features:
-        shell = ((p > PENUMBRA) & ~mask).sum(-1).double()
+        near = torch.ones_like(mask)
+        if reach_mm is not None and spatial.ndim >= 5 and mask.numel():
+            r = max(1, int(round(reach_mm / stride)))
+            near = torch.nn.functional.max_pool3d(mask_sp.float().flatten(0, 1)[:, None], 2 * r + 1, 1, r)[:, 0] > 0
+            near = near.reshape(mask_sp.shape).flatten(2)
+        shell = ((p > PENUMBRA) & ~mask & near).sum(-1).double()
         per["penumbra"] = torch.log1p((shell / size.clamp_min(1.0)).clamp_max(10.0))
     if "largest_share" in features:
         from scipy import ndimage
@@ -190,7 +220,8 @@ def fit_calibration(features: Sequence[dict], dice: Sequence[dict], review_share
         y = np.array([d[region] for d in dice], dtype=np.float64)
         penalty = ridge * len(y) * np.diag([0.0] + [1.0] * len(use))
         coef[region] = [float(c) for c in np.linalg.solve(x.T @ x + penalty, x.T @ y)]
-    calib = {"features": list(use), "penumbra_probability": PENUMBRA, "coef": coef, "review_share": float(review_share), "n": len(features)}
+    calib = {"features": list(use), "penumbra_probability": PENUMBRA, "penumbra_reach_mm": PENUMBRA_REACH_MM, "coef": coef,
+             "review_share": float(review_share), "n": len(features)}
     wt = [predict_dice(calib, f)["WT"] for f in features]
     calib["review_wt_dice"] = float(np.quantile(wt, review_share))
     return calib

@@ -64,18 +64,46 @@ def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
     pred[0, 20:22, 20:22, 20:22] = 1  # an 8-voxel island
     _oof_file(tmp_path, 0, "Brats18_B_1", "adult", pred, gt)
     best, tried = choose_postprocessing(load_oof(tmp_path), {"min_component": [0, 50], "et_to_necrosis": [0, 50]})
-    assert best == {"thresholds": [0.5, 0.5, 0.5], "min_component": 50, "et_to_necrosis": 50}  # 0/1 probs: 0.5 wins ties
+    assert best == {"thresholds": [0.5, 0.5, 0.5], "min_component": 50, "min_fraction": 0.0, "et_to_necrosis": 50}  # 0/1 probs: 0.5 wins ties
     rules = [t for t in tried if "min_component" in t]
     assert len(rules) == 4 and max(t["mean"] for t in rules) == pytest.approx(1.0)
-    summary = score_run(tmp_path)
-    assert summary["postprocessing"] == best and summary["postprocessed"]["all"]["Dice_ET"]["mean"] == 1.0
+    summary = score_run(tmp_path)  # the full grid: an equally good setting (ties go to the first in the grid)
+    assert summary["postprocessed"]["all"]["Dice_ET"]["mean"] == 1.0 and summary["postprocessed"]["all"]["Dice_WT"]["mean"] == 1.0
     assert summary["raw"]["all"]["Dice_ET"]["mean"] == 0.0
     # the fast Dice of the search agrees with the full scorer (MONAI Dice) for every setting
     for t in rules:
-        full = summarize(score_oof(load_oof(tmp_path), {k: t[k] for k in ("thresholds", "min_component", "et_to_necrosis")}))["all"]
+        full = summarize(score_oof(load_oof(tmp_path), {k: t[k] for k in ("thresholds", "min_component", "min_fraction", "et_to_necrosis")}))["all"]
         assert all(t[f"Dice_{r}"] == pytest.approx(full[f"Dice_{r}"]["mean"], abs=1e-6) for r in ("WT", "TC", "ET"))
     for f in ("cv.csv", "cv_raw.csv", "cv.json", "postprocessing.json"):
         assert (tmp_path / f).is_file()
+
+
+def test_relative_component_rule_and_the_nested_estimate(tmp_path):
+    """A stray blob at about 12 % of the tumour's size in every case: the relative rule (min_fraction)
+    removes it whatever the voxel count; the nested estimate chooses each fold's setting on
+    the other folds only, and with the same error everywhere it finds the same rule."""
+    from brainseg3d.cv import nested_postprocessing
+
+    shape = (3, 24, 24, 24)
+    for fold in (0, 1):
+        for i, side in enumerate((10, 8)):
+            gt = np.zeros(shape, bool)
+            gt[0] = _cube(shape[1:], 2, 2 + side)
+            pred = gt.astype(np.float32)
+            blob = max(1, round((0.1 * side**3) ** (1 / 3)))
+            pred[0, 20:20 + blob, 20:20 + blob, 20:20 + blob] = 1
+            _oof_file(tmp_path, fold, f"Brats18_F{fold}_{i}", "adult", pred, gt)
+    oof = load_oof(tmp_path)
+    grid = {"min_component": [0], "min_fraction": [0.0, 0.05, 0.2, 0.5], "et_to_necrosis": [0]}
+    best, _ = choose_postprocessing(oof, grid)
+    assert best["min_fraction"] == 0.2  # blobs of 12.5 %: the first (simplest) setting that removes them all
+    assert summarize(score_oof(oof, best))["all"]["Dice_WT"]["mean"] == 1.0
+    rows, chosen = nested_postprocessing(oof, grid)
+    assert sorted(r["case"] for r in rows) == sorted(i["case"] for i in oof)
+    assert [c["fold"] for c in chosen] == [0, 1] and all(c["min_fraction"] == 0.2 for c in chosen)
+    assert nested_postprocessing([i for i in oof if i["fold"] == 0], grid) == ([], [])  # one fold: nothing to nest
+    summary = score_run(tmp_path)
+    assert "nested" in summary and summary["nested"]["all"]["n"] == 4
 
 
 def test_thresholds_chosen_per_region(tmp_path):
@@ -195,8 +223,7 @@ def test_quality_fitted_on_out_of_fold_predictions(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(8):
         prob = gt.astype(np.float32)
-        prob[:, : 4 + i] = np.maximum(prob[:, : 4 + i], 0.3 * (i > 0))  # a wider hesitant band ...
-        prob[:, 4 : 4 + i] = 0.0  # ... and the mask misses more of the tumour
+        prob[:, 4 : 4 + i] = 0.3  # the mask misses more of the tumour, where the model hesitates (p < 0.5)
         _oof_file(tmp_path / "run", i % 2, f"Brats18_C{i}_1", "adult" if i % 2 else "africa", prob, gt)
     score_run(tmp_path / "run", post={"min_component": 0, "et_to_necrosis": 0})
     bundle = tmp_path / "bundle"

@@ -27,6 +27,19 @@ def test_small_components_removed_from_every_region():
     assert np.array_equal(postprocess_regions(_regions()), _regions())  # both off: unchanged
 
 
+def test_components_small_relative_to_the_largest_are_removed():
+    r = _regions()  # components of 1000, 27 and 2 voxels
+    assert postprocess_regions(r, min_fraction=0.02)[0].sum() == 1000 + 27  # 27 >= 20, 2 < 20
+    only = postprocess_regions(r, min_fraction=1.0)
+    assert only[0].sum() == 1000 and only[2].sum() == 8  # the largest only, with its core and ET
+    assert postprocess_regions(r, min_component=28, min_fraction=0.001)[0].sum() == 1000  # the larger of both limits
+    assert np.array_equal(postprocess_regions(r, min_fraction=0.0), r)
+    import pytest
+
+    with pytest.raises(ValueError, match="min_fraction"):
+        PostprocessRegions(min_fraction=1.5)
+
+
 def test_small_et_becomes_necrosis():
     r = postprocess_regions(_regions(), min_component=28, et_to_necrosis=9)
     assert r[2].sum() == 0 and r[1].sum() == 64 and r[0].sum() == 1000  # ET 8 < 9: now core only
