@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from .data.cases import Case, CaseError
 from .inference import Prediction, Predictor
-from .io import (OutputError, check_writable_dir, clean_stale, describe_os_error, mask_is_complete, save_label_image,
-                 write_colour_table, write_json, write_preview)
+from .io import (MASK_FORMATS, OutputError, check_writable_dir, clean_stale, describe_os_error, mask_format_for, mask_is_complete,
+                 save_label_image, save_label_like, write_colour_table, write_json, write_preview)
 
 __all__ = ["CaseResult", "default_workers", "segment_cases", "output_path", "write_summary", "merge_summaries"]
 
@@ -51,21 +51,39 @@ def output_path(out_dir: str | os.PathLike, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}.nii.gz"
 
 
-def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: Path, preview: bool, t0: float):
+def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: Path, preview: bool, t0: float,
+                      output_format: str = "nifti"):
     """Writer thread: post-process a predicted case onto its input grid, then write it.
     Returns the mask's path and the report's ``quality`` block (or ``None``)."""
     pred = predictor.finish_loaded(loaded, label, t0)
-    return _write(pred, case, out_dir, preview, predictor.labels), pred.report.get("quality")
+    return _write(pred, case, out_dir, preview, predictor.labels, output_format), pred.report.get("quality")
+
+
+#: ``--output-format`` choices: NIfTI only (default), also the input's format, or also NRRD / MetaImage
+OUTPUT_FORMATS = ("nifti", "input", *MASK_FORMATS)
+
+
+def _extra_format(pred: Prediction, output_format: str) -> str | None:
+    """The format of the mask's extra copy, or ``None`` (NIfTI only)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    if output_format == "nifti":
+        return None
+    if output_format == "input":
+        return mask_format_for(pred.grid_file) if pred.grid_file is not None else None
+    return output_format
 
 
 def uncertainty_path(out_dir: str | os.PathLike, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}_uncertainty.nii.gz"
 
 
-def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: str) -> Path:
-    """Write a case's outputs; the mask goes last: its presence means the case is complete
+def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: str, output_format: str = "nifti") -> Path:
+    """Write a case's outputs; the NIfTI mask goes last: its presence means the case is complete
     (resume skips it). When any write fails (disk full, permissions), the outputs of this case
-    written so far are removed, so no report is ever left without its mask."""
+    written so far are removed, so no report is ever left without its mask. ``output_format``
+    (:data:`OUTPUT_FORMATS`) adds ``<case>.nrrd`` / ``<case>.mha`` with the ITK geometry of
+    the input file the mask's grid comes from (or of the mask itself, for a NIfTI input)."""
     case_id = case.case_id
     path = output_path(out_dir, case_id)
     written: list[Path] = []
@@ -79,6 +97,18 @@ def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: s
             title = f"{case_id}  WT {pred.report['volumes']['whole_tumour_ml']:.1f} ml"
             written.append(out_dir / f"{case_id}.png")
             write_preview(_background(pred), np.asarray(pred.label.dataobj), written[-1], title=title, labels_scheme=labels, affine=pred.label.affine)
+        fmt = _extra_format(pred, output_format)
+        if fmt is not None:
+            written.append(out_dir / f"{case_id}{MASK_FORMATS[fmt]}")
+            like = pred.grid_file if pred.grid_file is not None and mask_format_for(pred.grid_file) else None
+            if like is None:  # a NIfTI input: the mask's own geometry
+                like = save_label_image(pred.label, out_dir / f".{case_id}.geometry.nii.gz")
+                try:
+                    save_label_like(pred.label, like, written[-1])
+                finally:
+                    like.unlink(missing_ok=True)
+            else:
+                save_label_like(pred.label, like, written[-1])
         save_label_image(pred.label, path)
     except BaseException as e:
         for f in written:
@@ -122,6 +152,7 @@ def segment_cases(
     progress: bool = True,
     prefetch: bool = True,
     workers: int | None = None,
+    output_format: str = "nifti",
 ) -> list[CaseResult]:
     """Segment ``cases`` into ``out_dir`` (``<case>.nii.gz`` + ``<case>.json`` [+ ``<case>.png``]).
 
@@ -132,6 +163,8 @@ def segment_cases(
         workers: cases read and preprocessed in parallel (threads) ahead of the one being
             inferred; half as many threads write. ``None``: :func:`default_workers`.
         prefetch: ``False`` reads each case only when it is its turn (no look-ahead).
+        output_format: also write the mask as NRRD or MetaImage (:data:`OUTPUT_FORMATS`;
+            ``input``: in the format of the input files, for NRRD / MetaImage inputs).
 
     Several runs may write one folder at once (shards): every temporary carries its writer's
     PID, and start-up removes only those of runs that are gone. A case's temporary data
@@ -144,6 +177,8 @@ def segment_cases(
     Raises:
         OutputError: ``out_dir`` cannot be created or written (checked before any work).
     """
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     out_dir = check_writable_dir(out_dir)
     clean_stale(out_dir)  # temporaries and work folders of runs that were killed (never a live run's)
     if colour_table:
@@ -162,14 +197,14 @@ def segment_cases(
     previous_root = getattr(predictor, "workdir_root", None)
     predictor.workdir_root = out_dir
     try:
-        _run(todo, out_dir, predictor, results, preview, progress, prefetch, workers)
+        _run(todo, out_dir, predictor, results, preview, progress, prefetch, workers, output_format)
     finally:
         predictor.workdir_root = previous_root
     return [results[c.case_id] for c in cases]
 
 
 def _run(todo, out_dir: Path, predictor: Predictor, results: dict, preview: bool, progress: bool, prefetch: bool,
-         workers: int | None) -> None:
+         workers: int | None, output_format: str = "nifti") -> None:
 
     workers = default_workers(predictor) if workers is None else max(1, int(workers))
     workers = min(workers, max(1, len(todo)))  # one case: one loader with all the cores
@@ -213,7 +248,7 @@ def _run(todo, out_dir: Path, predictor: Predictor, results: dict, preview: bool
                 except BaseException:
                     predictor.discard(loaded)
                     raise
-                writes.append((case.case_id, writer.submit(_finish_and_write, predictor, loaded, label, case, out_dir, preview, t0), t0))
+                writes.append((case.case_id, writer.submit(_finish_and_write, predictor, loaded, label, case, out_dir, preview, t0, output_format), t0))
                 del loaded, label
             except Exception as e:  # one bad case must not stop the batch
                 msg = _error_message(e)

@@ -296,7 +296,7 @@ def _segment(args) -> int:
                               min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, min_fraction=args.min_fraction, register=args.register, skull_strip=args.skull_strip,
                               uncertainty=args.uncertainty)
         try:
-            results = segment_cases(cases, out_dir, predictor, overwrite=args.overwrite, preview=args.preview,
+            results = segment_cases(cases, out_dir, predictor, overwrite=args.overwrite, preview=args.preview, output_format=args.output_format,
                                     colour_table=args.colour_table, progress=not args.quiet, workers=args.workers)
         except OutputError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -575,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cases read/preprocessed in parallel ahead of inference (default: 1 on CPU, up to 12 on a GPU)")
     s.add_argument("--shard", default=None, metavar="I/N", help="segment only cases I, I+N, ... (0-based; under torchrun: the rank)")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
+    s.add_argument("--output-format", choices=("nifti", "input", "nrrd", "mha"), default="nifti",
+                   help="also write the mask as NRRD or MetaImage (uint8, the input's ITK geometry) beside <case>.nii.gz; "
+                        "'input': in the input files' format (NRRD / MetaImage inputs, as 3D Slicer saves them)")
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")
     s.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz: per-voxel uncertainty in percent (0 sure, 100 a coin flip) on the input grid")

@@ -37,7 +37,7 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd, NormalizeIntensity
 
 from . import __version__
-from .data.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case
+from .data.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case, is_nifti, nifti_copy
 from .data.checks import check_affine, check_handedness, check_headers, check_network_size, with_input_checks
 from .io import clean_stale, label_volumes_ml, make_workdir
 from .networks import bf16_supported, flip_mean_probability, member_network
@@ -129,6 +129,7 @@ class LoadedCase:
     looks_stripped: bool = True  # the (final) input fills < 90 % of its brain box
     estimate: dict | None = None  # quality features and uncertainty map (Predictor.predict_loaded)
     warnings: list = dataclasses.field(default_factory=list)  # input checks / discovery: into the report
+    grid_file: Path | None = None  # the user's file (any format) whose grid the mask is on
 
 
 @dataclasses.dataclass
@@ -140,6 +141,7 @@ class Prediction:
     image: torch.Tensor | None = None  # the preprocessed input
     background: Path | None = None  # a modality file on the mask's grid (for previews)
     uncertainty: nib.Nifti1Image | None = None  # uint8 percent on the mask's grid (Predictor(uncertainty=True))
+    grid_file: Path | None = None  # the input file whose grid the mask is on (for outputs in its format)
 
 
 class Predictor:
@@ -375,6 +377,14 @@ class Predictor:
                 different grids with ``register="never"``, NaN values, ...).
         """
         t0 = time.perf_counter()
+        original, reg, workdir = case, None, None
+        if not all(is_nifti(f) for f in [*case.images.values(), case.image4d, case.label] if f is not None):
+            workdir = str(make_workdir(self.workdir_root, case.case_id))  # NRRD / MetaImage: read through ITK into NIfTI
+            try:
+                case = nifti_copy(case, Path(workdir) / "input_nifti")
+            except Exception:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
         info = inspect_case(case)
         warnings = [*case.warnings, *info.warnings]
         for w in info.warnings:
@@ -383,12 +393,11 @@ class Predictor:
             case = dataclasses.replace(case, label=None)
         if not case.problems and (info.ok or info.problem.startswith("modalities on different grids")):
             check_headers(case)  # singular affine, mirrored header: before any registration
-        reg, workdir = None, None
         grids_differ = info.problem is not None and info.problem.startswith("modalities on different grids")
         if case.image4d is None and ((grids_differ and self.register == "auto") or (self.register == "always" and not case.problems)):
             from .registration import register_case
 
-            workdir = str(make_workdir(self.workdir_root, case.case_id))
+            workdir = workdir or str(make_workdir(self.workdir_root, case.case_id))
             try:
                 reg = register_case(case, workdir)
             except Exception:
@@ -397,8 +406,11 @@ class Predictor:
             logger.info("%s: registered to %s: %s", case.case_id, reg.reference, reg.report.get("summary", ""))
             case, info = reg.case, inspect_case(reg.case)
         if not info.ok:
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
             raise CaseError(case.case_id, info.problem)
         files = case.modality_files()
+        grid_file = (original.images.get(reg.reference) if reg is not None else original.modality_files()[0])
         reference = nib.load(str(files[0]))
         channel_dim = None
         if case.image4d is not None and channel_layout(reference.shape) == "first":
@@ -426,7 +438,7 @@ class Predictor:
                 shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
             raise
         return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report,
-                          looks_stripped=_looks_skull_stripped(data["image"]), warnings=warnings)
+                          looks_stripped=_looks_skull_stripped(data["image"]), warnings=warnings, grid_file=grid_file)
 
     def _preprocess(self, chain, case: Case, files) -> dict:
         try:
@@ -504,6 +516,7 @@ class Predictor:
         try:
             pred = self._finish(label, loaded.data, loaded.chain, loaded.reference, loaded.case_id, t0, loaded.estimate)
             pred.report["seconds_load"] = round(loaded.seconds, 3)
+            pred.grid_file = loaded.grid_file
             if loaded.warnings:
                 pred.report.setdefault("warnings", []).extend(loaded.warnings)
             if loaded.registration is not None:

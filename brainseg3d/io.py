@@ -21,6 +21,9 @@ import numpy as np
 
 __all__ = [
     "OutputError",
+    "MASK_FORMATS",
+    "mask_format_for",
+    "save_label_like",
     "check_writable_dir",
     "clean_stale",
     "make_workdir",
@@ -236,6 +239,57 @@ def save_label_image(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
     out.header.set_slope_inter(1, 0)
     with atomic_path(path) as tmp:
         nib.save(out, str(tmp))
+    return Path(path)
+
+
+#: output formats of a mask besides NIfTI (single-file ones: the write is atomic)
+MASK_FORMATS = {"nrrd": ".nrrd", "mha": ".mha"}
+
+
+def mask_format_for(path: str | os.PathLike) -> str | None:
+    """The mask format matching an input file (``nrrd`` for ``.nrrd`` / ``.nhdr``, ``mha`` for
+    ``.mha`` / ``.mhd``), or ``None`` for NIfTI."""
+    low = str(path).lower()
+    if low.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    if low.endswith((".mha", ".mhd")):
+        return "mha"
+    return None
+
+
+def save_label_like(img: nib.Nifti1Image, like: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write a label map atomically in ``path``'s format (``.nrrd`` or ``.mha``, uint8,
+    compressed) with the ITK geometry (origin, spacing, direction) of the image file ``like``:
+    the mask opens on that image in 3D Slicer or ITK-SNAP.
+
+    Raises:
+        ValueError: the mask is not on ``like``'s grid (shape or affine differ), or its
+            values do not fit uint8.
+    """
+    import SimpleITK as sitk
+
+    data = np.asarray(img.dataobj)
+    if data.min() < 0 or data.max() > 255:
+        raise ValueError(f"label values outside uint8: {data.min()}..{data.max()}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(like))
+    reader.ReadImageInformation()
+    dim = min(reader.GetDimension(), 3)
+    size = tuple(reader.GetSize()[:dim])
+    spacing, origin = reader.GetSpacing()[:dim], reader.GetOrigin()[:dim]
+    direction = np.asarray(reader.GetDirection(), np.float64).reshape(reader.GetDimension(), reader.GetDimension())[:dim, :dim]
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(spacing)
+    lps[:3, 3] = origin
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    if tuple(data.shape[:3]) != size or not np.allclose(ras, img.affine, atol=1e-3):
+        raise ValueError(f"the mask (shape {data.shape[:3]}) is not on the grid of {Path(like).name} (shape {size}): not written")
+    out = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data.astype(np.uint8), (2, 1, 0))))
+    out.SetSpacing(spacing)
+    out.SetOrigin(origin)
+    out.SetDirection(tuple(direction.ravel()))
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(out, str(tmp), True)
     return Path(path)
 
 

@@ -67,8 +67,8 @@ def test_classify_brats2023_names_and_4d():
     [
         (("a_t1.nii.gz", "a_t1ce.nii.gz", "a_flair.nii.gz"), r"Missing modality T2 \(a file named CASE_t2\.nii\.gz or CASE-t2w"),
         (("a_seg.nii.gz",), r"Missing modality T1 .*, T1c .*, T2 .*, FLAIR \(a file named CASE_flair"),
-        (("a_t1.nii.gz", "a_t1ce.nii.gz", "a_t2.nii.gz", "a_flair.nii.gz", "notes.txt"), r"notes\.txt is not a NIfTI file"),
-        (("scan.png",), r"scan\.png is not a NIfTI file"),
+        (("a_t1.nii.gz", "a_t1ce.nii.gz", "a_t2.nii.gz", "a_flair.nii.gz", "notes.txt"), r"notes\.txt is not an image file"),
+        (("scan.png",), r"scan\.png is not an image file"),
         (("a_t1.nii.gz", "b_t1ce.nii.gz", "a_t2.nii.gz", "a_flair.nii.gz"), r"more than one case \(a, b\)"),
         (("a_t1.nii.gz", "a_T1.nii", "a_t1ce.nii.gz", "a_t2.nii.gz", "a_flair.nii.gz"), r"Two files for modality T1"),
         (("a.nii.gz", "a_t1.nii.gz"), r"not both"),

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 import nibabel as nib
 import numpy as np
 
-from ..data.cases import MODALITIES, Case, channel_layout, inspect_case, split_name
+from ..data.cases import MODALITIES, Case, channel_layout, inspect_case, load_image, split_name
 from ..io import LABEL_COLOURS, LABEL_NAMES, save_label_image, write_colour_table
 from ..transforms import REGIONS, LabelToRegions
 
@@ -150,7 +150,8 @@ def classify_uploads(files: Sequence[tuple[str, int]], max_total_mb: float = MAX
         name = _base(name)
         parsed = split_name(name)
         if parsed is None:
-            plan.errors.append(f"{name} is not a NIfTI file: expected .nii or .nii.gz files (BraTS names such as CASE_t1.nii.gz).")
+            plan.errors.append(f"{name} is not an image file: expected .nii or .nii.gz files (BraTS names such as CASE_t1.nii.gz), "
+                               "or NRRD / MetaImage volumes (.nrrd, .mha) named the same way.")
             continue
         if int(size) == 0:
             plan.errors.append(f"{name} is empty (0 bytes).")
@@ -314,7 +315,7 @@ def display_modalities(case: Case) -> tuple[dict[str, np.ndarray], tuple[float, 
     out: dict[str, np.ndarray] = {}
     zooms = (1.0, 1.0, 1.0)
     if case.image4d is not None:
-        img = nib.load(str(case.image4d))
+        img = load_image(case.image4d)
         arr = np.asanyarray(img.dataobj)
         layout = channel_layout(arr.shape)
         arr = arr.reshape(arr.shape[:3] + (-1,)) if layout == "last" else arr.reshape((arr.shape[0],) + arr.shape[1:4])
@@ -324,7 +325,7 @@ def display_modalities(case: Case) -> tuple[dict[str, np.ndarray], tuple[float, 
             out[m] = to_uint8(vol)
     else:
         for m in MODALITIES:
-            vol, zooms = _canonical(nib.load(str(case.images[m])))
+            vol, zooms = _canonical(load_image(case.images[m]))
             out[m] = to_uint8(np.squeeze(vol))
     return out, zooms
 
@@ -586,11 +587,12 @@ def nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
 
 def niivue_background(case: Case, modality: str) -> tuple[bytes, str]:
     """``(bytes, file name)`` of one modality at its own intensities (NiiVue windows it and the
-    user adjusts window / level): the uploaded file itself, or that channel of a 4D file."""
+    user adjusts window / level): the uploaded file itself (NIfTI, NRRD or MetaImage: NiiVue
+    reads all three), or that channel of a 4D file."""
     if case.image4d is None:
         path = Path(case.images[modality])
         return path.read_bytes(), path.name
-    img = nib.load(str(case.image4d))
+    img = load_image(case.image4d)
     arr = np.asanyarray(img.dataobj)
     i = MODALITIES.index(modality)
     ch = arr.reshape(arr.shape[:3] + (-1,))[..., i] if channel_layout(arr.shape) == "last" else arr.reshape((arr.shape[0],) + arr.shape[1:4])[i]

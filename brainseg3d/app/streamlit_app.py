@@ -31,7 +31,7 @@ import numpy as np
 import streamlit as st
 
 from brainseg3d.app import core
-from brainseg3d.data.cases import MODALITIES, CaseError, discover
+from brainseg3d.data.cases import MODALITIES, CaseError, discover, load_image
 from brainseg3d.inference import DEFAULT_BUNDLE, Predictor
 
 DATA = (Path(__file__).resolve().parents[1] / "_data").resolve()  # the shipped bundles and sample (package data)
@@ -97,7 +97,7 @@ def choose_case():
         return case, f"sample-{case.case_id}", ("sample-label" if case.label else None)
     max_mb = int(st.get_option("server.maxUploadSize") or core.MAX_UPLOAD_MB)
     files = st.file_uploader(
-        f"The four MRI modalities of one case (T1, T1c, T2, FLAIR; any BraTS naming, .nii or .nii.gz), "
+        f"The four MRI modalities of one case (T1, T1c, T2, FLAIR; any BraTS naming, .nii, .nii.gz, .nrrd or .mha), "
         f"or one 4D NIfTI; optionally its ground truth (*_seg.nii.gz). {max_mb} MB at most in all.",
         accept_multiple_files=True,
         key="uploads",
@@ -208,7 +208,7 @@ def scores_for(res: dict, case, label_key: str | None):
     if label_key not in res["scores"]:
         from brainseg3d.evaluation import region_scores
 
-        gt = nib.load(str(case.label))
+        gt = load_image(case.label)
         try:
             spacing = tuple(float(z) for z in gt.header.get_zooms()[:3])
             s = region_scores(np.asarray(res["label"].dataobj), np.asarray(gt.dataobj), spacing, case.case_id)
@@ -225,7 +225,7 @@ def display_data(case, image_key: str, label_key: str | None) -> dict:
         disp = {"key": image_key, "mods": mods, "zooms": zooms, "gt_key": None, "gt": None}
         st.session_state["display"] = disp
     if disp["gt_key"] != label_key:
-        disp["gt"] = core.display_labels(nib.load(str(case.label))) if case.label is not None else None
+        disp["gt"] = core.display_labels(load_image(case.label)) if case.label is not None else None
         disp["gt_key"] = label_key
     return disp
 
