@@ -395,7 +395,8 @@ def test_app_page_with_the_sample_case(tmp_path, monkeypatch):
     assert [l["name"] for l in res_layers] == ["label_1.nii.gz", "label_2.nii.gz", "label_4.nii.gz"], layers
     at.radio(key="viewer").set_value("slices").run()
     assert not at.exception, at.exception
-    assert [s.label for s in at.slider] == ["Overlay opacity", "Axial slice", "Coronal slice", "Sagittal slice"]
+    assert sorted(s.label for s in at.slider) == ["Axial slice", "Coronal slice", "Overlay opacity", "Sagittal slice"]
+    assert [s.label for s in at.sidebar.slider] == ["Overlay opacity"]  # the controls are in the sidebar
     assert any("In use: plain images" in c.value for c in at.caption)
     at.radio(key="overlay_mode").set_value("Errors vs ground truth").run()
     assert any("whole tumour (WT): false positives" in m.value for m in at.markdown)

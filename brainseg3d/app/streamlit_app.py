@@ -248,24 +248,26 @@ def viewer(res: dict, disp: dict, case, image_key: str) -> dict:
     if gt is not None and gt.shape != shape:
         gt = None
         st.warning("The ground truth is not on the mask's grid; the error overlay is off.")
+    # the controls live in the sidebar, so that the images start right under the case line
+    side = st.sidebar
+    side.header("View")
     kinds = list(VIEWERS) if core.niivue_available() else ["slices"]
-    kind = st.radio("Viewer", kinds, horizontal=True, format_func=VIEWERS.get, key="viewer")
-    c1, c2, c3 = st.columns([1, 1, 2])
-    modality = c1.selectbox("Background", list(MODALITIES), index=MODALITIES.index("flair"), format_func=core.MODALITY_TITLES.get, key="modality")
-    opacity = c2.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    convention = c1.radio("Convention", list(core.CONVENTIONS), index=0, horizontal=True, key="convention",
+    kind = side.radio("Viewer", kinds, format_func=VIEWERS.get, key="viewer")
+    modality = side.selectbox("Background", list(MODALITIES), index=MODALITIES.index("flair"), format_func=core.MODALITY_TITLES.get, key="modality")
+    opacity = side.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    convention = side.radio("Convention", list(core.CONVENTIONS), index=0, key="convention",
                           format_func={"radiological": "radiological (Slicer, ITK-SNAP)", "neurological": "neurological"}.get)
     modes = {"Labels": "labels"}
     if gt is not None:
         modes["Errors vs ground truth"] = "errors"
     if res.get("uncertainty") is not None:
         modes["Uncertainty"] = "uncertainty"
-    mode = modes[c3.radio("Overlay", list(modes), horizontal=True, key="overlay_mode")]
+    mode = modes[side.radio("Overlay", list(modes), key="overlay_mode")]
     region = "WT"
     if mode == "errors":
-        region = c3.radio("Errors of", list(core.REGION_NAMES), horizontal=True, format_func=core.REGION_NAMES.get, key="error_region")
+        region = side.radio("Errors of", list(core.REGION_NAMES), horizontal=True, format_func=core.REGION_NAMES.get, key="error_region")
     if gt is None:
-        c3.caption("Upload the ground truth (*_seg.nii.gz) for Dice and the error overlay.")
+        side.caption("Upload the ground truth (*_seg.nii.gz) for Dice and the error overlay.")
     legend = core.legend_html(mode, LABELS, region)
     if mode == "errors":
         err = core.error_counts(labels, gt, res["report"].get("voxel_ml", 0.001), region)
