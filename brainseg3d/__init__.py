@@ -22,7 +22,7 @@ def segment(input, bundle=None, **kwargs):
     """
     import os
 
-    from .data.cases import discover
+    from .core.cases import discover
     from .inference import Predictor
 
     affine = kwargs.pop("affine", None)
@@ -36,8 +36,8 @@ def segment(input, bundle=None, **kwargs):
 
 
 def discover(root):
-    """Find the BraTS cases under ``root`` (see :func:`brainseg3d.data.cases.discover`)."""
-    from .data.cases import discover as _discover
+    """Find the BraTS cases under ``root`` (see :func:`brainseg3d.core.cases.discover`)."""
+    from .core.cases import discover as _discover
 
     return _discover(root)
 

@@ -70,8 +70,8 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
     """Time the network stage of the first usable case under ``cases_root`` (see the module doc)."""
     import numpy as np
 
-    from .bundle_components import neighbour_stack
-    from .data.cases import discover, inspect_case
+    from .core.components import neighbour_stack
+    from .core.cases import discover, inspect_case
     from .inference import Predictor
 
     if threads:

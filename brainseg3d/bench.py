@@ -68,7 +68,7 @@ def reference_pipeline(out_dir: str, device: str = "cpu"):
         Spacingd,
     )
 
-    from .bundle_components import RegionsToLabelsd
+    from .core.components import RegionsToLabelsd
 
     torch.manual_seed(0)
     net = SegResNet(blocks_down=[1, 2, 2, 4], blocks_up=[1, 1, 1], init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2).to(device).eval()
@@ -103,7 +103,7 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
     """Run one pipeline over the cases in this (fresh) process; put the results on ``queue``."""
     import torch
 
-    from .data.cases import discover
+    from .core.cases import discover
 
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
@@ -208,7 +208,7 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
     """Time the pipelines on ``n`` cases (+1 warm-up) under ``cases_root``; see the module doc."""
     import torch
 
-    from .data.cases import discover, inspect_case
+    from .core.cases import discover, inspect_case
 
     cases = [c for c in discover(cases_root) if inspect_case(c).ok][: n + 1]
     if len(cases) < 2:

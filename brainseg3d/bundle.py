@@ -18,12 +18,14 @@ from .inference import DEFAULT_BUNDLE, load_bundle_network
 __all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle"]
 
 #: the package modules the bundle carries verbatim in ``scripts/`` (so it runs with MONAI alone):
-#: bundle path -> package path. These modules import only torch, MONAI, numpy, nibabel and each
-#: other (``checks`` imports ``.cases``, which is ``scripts/cases.py`` in the bundle).
+#: bundle path -> package path: all of :mod:`brainseg3d.core`, whose modules import only torch,
+#: MONAI, numpy, nibabel and each other (``checks`` imports ``.cases``, which is
+#: ``scripts/cases.py`` in the bundle; ``tests/test_core.py`` checks the rule).
 VENDORED = {
-    "scripts/components.py": "bundle_components.py",
-    "scripts/cases.py": "data/cases.py",
-    "scripts/checks.py": "data/checks.py",
+    "scripts/components.py": "core/components.py",
+    "scripts/cases.py": "core/cases.py",
+    "scripts/checks.py": "core/checks.py",
+    "scripts/labels.py": "core/labels.py",
 }
 
 

@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from .core.labels import LABEL_SCHEMES
+
 __all__ = ["main"]
 
 logger = logging.getLogger("brainseg3d")
@@ -27,8 +29,8 @@ def _n(count: int, noun: str) -> str:
 
 
 def _cases(args) -> int:
-    from .data.cases import CaseError, discover, inspect_case
-    from .data.checks import check_headers
+    from .core.cases import CaseError, discover, inspect_case
+    from .core.checks import check_headers
 
     warnings: list[str] = []
     cases = discover(args.root, warnings)
@@ -229,7 +231,7 @@ def discover_inputs(path, workdir, warnings: list | None = None) -> list:
     converted to NIfTI in ``workdir``. A DICOM case that cannot be converted comes back as a
     case with its problem set, so that the batch reports it by name. Discovery's warnings
     (cases sharing an id, stray files) are appended to ``warnings``."""
-    from .data.cases import Case, CaseError, discover
+    from .core.cases import Case, CaseError, discover
     from .data.dicom import dicom_case_to_nifti, is_dicom_case
 
     path = Path(path)
@@ -426,7 +428,7 @@ def _app(args) -> int:
 def _demo(args) -> int:
     """Segment the sample case shipped in the repo and score it against its ground truth."""
     from .batch import segment_cases
-    from .data.cases import discover
+    from .core.cases import discover
     from .evaluation import evaluate_folder
     from .inference import Predictor
 
@@ -561,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped model)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when there is one")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bfloat16 where the CPU/GPU has it, else fp32")
-    s.add_argument("--labels", default="brats", choices=["brats", "brats2023"], help="ET written as 4 (brats) or 3 (brats2023)")
+    s.add_argument("--labels", default="brats", choices=list(LABEL_SCHEMES), help="ET written as 4 (brats) or 3 (brats2023)")
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     s.add_argument("--members", type=int, default=None, help="use the first N members of the ensemble (default: all; 1 = the fast single-model option)")
     s.add_argument("--min-component", type=int, default=None, help="drop tumour components smaller than N voxels (default: the bundle's, chosen by CV; 0 = off)")

@@ -26,7 +26,8 @@ from .data.datalist import load_datalist
 from .evaluation import region_scores
 from .networks import volume_network
 from .training import load_config, train
-from .transforms import REGIONS, RegionsToLabels, preprocessing
+from .core.labels import REGIONS
+from .transforms import RegionsToLabels, preprocessing
 
 __all__ = ["evaluate_run", "compare"]
 

@@ -42,7 +42,8 @@ from .data.pool import SOURCES
 from .evaluation import region_scores
 from .io import atomic_path, write_json
 from .postprocessing import postprocess_regions
-from .transforms import REGIONS, RegionsToLabels
+from .core.labels import REGIONS
+from .transforms import RegionsToLabels
 
 __all__ = ["train_folds", "load_oof", "score_oof", "summarize", "choose_postprocessing", "nested_postprocessing", "score_run"]
 
@@ -247,7 +248,7 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
     all cases); ties go to the simpler setting (earlier in the grid).
 
     Thresholds first (:func:`choose_thresholds`, unless given), then the rules on the
-    thresholded regions (:class:`~brainseg3d.bundle_components.PostprocessRegions`): the
+    thresholded regions (:class:`~brainseg3d.core.components.PostprocessRegions`): the
     absolute and relative component sizes together, then the ET rule. Dice only (HD95 is
     computed for the chosen setting by :func:`score_oof`); the components are labelled once
     per case, the ET rule is then a count.

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from .data.cases import discover
+from .core.cases import discover
 from .io import atomic_path, write_json
-from .transforms import REGIONS, LabelToRegions
+from .core.labels import REGIONS
+from .transforms import LabelToRegions
 
 __all__ = ["EMPTY_HD95", "region_scores", "evaluate_folder"]
 

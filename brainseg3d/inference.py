@@ -37,13 +37,14 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd, NormalizeIntensity
 
 from . import __version__
-from .data.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case, is_nifti, nifti_copy
-from .data.checks import check_affine, check_handedness, check_headers, check_network_size, with_input_checks
+from .core.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case, is_nifti, nifti_copy
+from .core.checks import check_affine, check_handedness, check_headers, check_network_size, with_input_checks
 from .io import clean_stale, label_volumes_ml, make_workdir
 from .networks import bf16_supported, flip_mean_probability, member_network
 from .quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
 from .postprocessing import PostprocessRegions
-from .transforms import LABEL_SCHEMES, RegionsToLabels, preprocessing
+from .core.labels import LABEL_SCHEMES
+from .transforms import RegionsToLabels, preprocessing
 
 __all__ = ["DEFAULT_BUNDLE", "Prediction", "Predictor", "load_bundle_network"]
 
@@ -243,7 +244,7 @@ class Predictor:
         key = (channel_dim, load)
         if key not in self._chains:
             norm = None if self.normalize_on_device else "zscore"
-            # the input checks (brainseg3d.data.checks) run on the raw channels, right after loading
+            # the input checks (brainseg3d.core.checks) run on the raw channels, right after loading
             self._chains[key] = with_input_checks(preprocessing(["image"], load=load, channel_dim=channel_dim, normalize=norm))
         return self._chains[key]
 
@@ -445,7 +446,7 @@ class Predictor:
             data = chain({"image": [str(f) for f in files] if case.image4d is None else str(files[0]), "case": case.case_id})
         except Exception as e:
             check = _case_error(e)
-            if check is not None:  # an input check (brainseg3d.data.checks): its own message
+            if check is not None:  # an input check (brainseg3d.core.checks): its own message
                 raise check from e
             raise CaseError(case.case_id, f"cannot read or preprocess: {_root_cause(e)}") from e
         img = data["image"]

@@ -19,6 +19,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .core.labels import LABEL_COLOURS, LABEL_NAMES
+
 __all__ = [
     "OutputError",
     "MASK_FORMATS",
@@ -29,8 +31,6 @@ __all__ = [
     "make_workdir",
     "mask_is_complete",
     "pid_alive",
-    "LABEL_NAMES",
-    "LABEL_COLOURS",
     "atomic_path",
     "save_label_image",
     "write_json",
@@ -39,13 +39,7 @@ __all__ = [
     "write_preview",
 ]
 
-#: BraTS label value -> name, for both label schemes (ET is 4 up to 2021, 3 from 2023)
-LABEL_NAMES = {
-    "brats": {0: "background", 1: "necrotic tumour core", 2: "peritumoral edema", 4: "enhancing tumour"},
-    "brats2023": {0: "background", 1: "necrotic tumour core", 2: "peritumoral edema", 3: "enhancing tumour"},
-}
-#: colours (RGB 0-255) as in 3D Slicer's BraTS-style tables: core red, edema green, ET yellow
-LABEL_COLOURS = {1: (255, 0, 0), 2: (0, 200, 0), 3: (255, 255, 0), 4: (255, 255, 0)}
+
 
 
 class OutputError(ValueError):

@@ -1,7 +1,7 @@
 """Post-processing of predicted tumour regions, chosen by cross-validation (nnU-Net habit).
 
 Per-region probability thresholds (WT, TC, ET), then two rules on the binary nested regions ``[WT, TC, ET, X, Y, Z]``
-(:class:`~brainseg3d.bundle_components.PostprocessRegions`, which the bundle uses too):
+(:class:`~brainseg3d.core.components.PostprocessRegions`, which the bundle uses too):
 
 * ``min_component``: whole-tumour connected components smaller than this many voxels are
   removed, with the core and enhancing tumour inside them (slice-wise 2.5D predictions
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .bundle_components import PostprocessRegions, PostprocessRegionsd
+from .core.components import PostprocessRegions, PostprocessRegionsd
 
 __all__ = ["PostprocessRegions", "PostprocessRegionsd", "postprocess_regions"]
 

@@ -15,7 +15,7 @@ and the patient may move between sequences. :func:`register_case` fixes that:
 3. all four (the reference included) are resampled with linear interpolation onto one
    isotropic grid (1 mm by default) that covers the reference's physical extent in the
    reference's direction, and written as ``<workdir>/<case_id>_{t1,t1ce,t2,flair}.nii.gz``,
-   which :func:`brainseg3d.data.cases.discover` finds as one case on one grid.
+   which :func:`brainseg3d.core.cases.discover` finds as one case on one grid.
 
 After segmentation on that grid, :func:`resample_to_reference` puts the mask back on the
 reference modality's original grid (nearest neighbour), with the reference file's exact
@@ -25,7 +25,7 @@ shape and affine.
 (the models are trained on skull-stripped BraTS images).
 
 Example:
-    >>> from brainseg3d.data.cases import discover
+    >>> from brainseg3d.core.cases import discover
     >>> from brainseg3d.registration import register_case, resample_to_reference
     >>> case = discover("../shared/data/formats/TCGA-FG-6692_raw")[0]
     >>> reg = register_case(case, "/tmp/reg")          # reg.case is on one 1 mm grid
@@ -47,7 +47,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .data.cases import MODALITIES, Case, CaseError
+from .core.cases import MODALITIES, Case, CaseError
 
 __all__ = [
     "RegisteredCase",
@@ -193,9 +193,9 @@ def needs_registration(case: Case) -> bool:
 
     This is the test behind ``--register auto``. A 4D single-file case is on one grid by
     construction. Structural problems (missing modality, unreadable file) are left to the
-    caller: :func:`brainseg3d.data.cases.inspect_case` reports them.
+    caller: :func:`brainseg3d.core.cases.inspect_case` reports them.
     """
-    from .data.cases import inspect_case
+    from .core.cases import inspect_case
 
     if case.image4d is not None or case.problems:
         return False
@@ -406,7 +406,7 @@ def register_case(
     the case has one, is resampled with nearest neighbour to ``<case_id>_seg.nii.gz``.
 
     Args:
-        case: a four-file case (:func:`brainseg3d.data.cases.discover`); its modalities may
+        case: a four-file case (:func:`brainseg3d.core.cases.discover`); its modalities may
             be on different grids.
         workdir: output folder (created). Use one folder per case: :func:`discover` on it
             then finds exactly this case.

@@ -68,7 +68,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from .data.cases import MODALITIES, Case, CaseError
+from .core.cases import MODALITIES, Case, CaseError
 
 __all__ = ["StrippedCase", "brain_mask", "mask_report", "strip_case"]
 

@@ -55,7 +55,8 @@ from .data.datalist import load_datalist
 from .data.pool import fold_items
 from .data.slices import SliceDataset, VolumeCache
 from .networks import Autocast, bf16_supported, load_encoder_weights, volume_network
-from .transforms import REGIONS, preprocessing
+from .core.labels import REGIONS
+from .transforms import preprocessing
 
 __all__ = ["load_config", "train", "augmentation"]
 

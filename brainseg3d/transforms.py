@@ -35,11 +35,9 @@ from monai.transforms import (
     Spacingd,
 )
 
-from .bundle_components import LabelToRegions, LabelToRegionsd, RegionsToLabels, RegionsToLabelsd, brain_mask
+from .core.components import LabelToRegions, LabelToRegionsd, RegionsToLabels, RegionsToLabelsd, brain_mask
 
 __all__ = [
-    "REGIONS",
-    "LABEL_SCHEMES",
     "LabelToRegions",
     "LabelToRegionsd",
     "RegionsToLabels",
@@ -48,9 +46,6 @@ __all__ = [
     "preprocessing",
 ]
 
-REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
-#: enhancing-tumour value written for each label scheme
-LABEL_SCHEMES: dict[str, int] = {"brats": 4, "brats2023": 3}
 
 
 def preprocessing(

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from brainseg3d.app import core
-from brainseg3d.data.cases import Case
+from brainseg3d.core.cases import Case
 from brainseg3d.io import label_volumes_ml
 
 from .conftest import FORMATS, REPO, SAMPLE, write_case
@@ -541,7 +541,7 @@ def test_app_end_to_end_in_chromium(tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    from brainseg3d.data.cases import discover
+    from brainseg3d.core.cases import discover
     from brainseg3d.inference import DEFAULT_BUNDLE, Predictor
 
     case_dir = E2E_CASE if E2E_CASE.is_dir() else SAMPLE

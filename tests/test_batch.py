@@ -110,7 +110,7 @@ def test_parallel_loaders_same_masks_and_failures_named(bad_batch, tmp_path):
     """Several loader threads (the GPU setting) write the same masks as one, and a bad case
     among them is still reported by name while the others are written."""
     from brainseg3d.batch import segment_cases
-    from brainseg3d.data.cases import discover
+    from brainseg3d.core.cases import discover
     from brainseg3d.inference import Predictor
 
     copy_sample(bad_batch.parent / "extra", "Good_002")

@@ -134,7 +134,7 @@ def test_bundle_sync_copies_and_checks_the_version(tmp_path):
     (copy / "scripts" / "cases.py").write_text("# stale\n")
     assert sync_bundle(copy, check=True) == ["scripts/cases.py"]
     assert sync_bundle(copy) == ["scripts/cases.py"] and sync_bundle(copy, check=True) == []
-    assert (copy / "scripts" / "cases.py").read_bytes() == (REPO / "brainseg3d" / "data" / "cases.py").read_bytes()
+    assert (copy / "scripts" / "cases.py").read_bytes() == (REPO / "brainseg3d" / "core" / "cases.py").read_bytes()
     meta = json.loads((copy / "configs" / "metadata.json").read_text())
     meta["version"] = "0.0.1"
     (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
@@ -210,7 +210,7 @@ def test_channel_def_keys_are_the_values_the_bundle_writes(bundle_on_path):
     bits = torch.tensor([[(i >> r) & 1 for i in range(8)] for r in range(3)], dtype=torch.float32)
     written = set(post({"pred": bits[:, :, None, None]})["pred"].unique().tolist())
     assert written == label_values() == {0, 1, 2, et_label}
-    from brainseg3d.io import LABEL_NAMES
+    from brainseg3d.core.labels import LABEL_NAMES
 
     names = {int(k): v for k, v in metadata()["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
     assert names == LABEL_NAMES["brats"]
@@ -402,7 +402,7 @@ def bundle_outputs(case_inputs, tmp_path_factory):
 @pytest.fixture(scope="session")
 def predictor_mask():
     need_case()
-    from brainseg3d.data.cases import discover
+    from brainseg3d.core.cases import discover
     from brainseg3d.inference import Predictor
 
     (case,) = discover(CASE_DIR)

@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainseg3d.data.cases import MODALITIES, CaseError, channel_layout, discover, inspect_case, split_name
+from brainseg3d.core.cases import MODALITIES, CaseError, channel_layout, discover, inspect_case, split_name
 from brainseg3d.cli import main
 
 from .conftest import BRATS2018, FORMATS, write_case

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainseg3d.data.cases import MODALITIES, CaseError, discover, inspect_case
+from brainseg3d.core.cases import MODALITIES, CaseError, discover, inspect_case
 from brainseg3d.data.dicom import (
     dicom_case_to_nifti,
     find_dicom_series,

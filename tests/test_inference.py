@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from brainseg3d import segment
-from brainseg3d.data.cases import discover
+from brainseg3d.core.cases import discover
 from brainseg3d.evaluation import region_scores
 from brainseg3d.inference import Predictor
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainseg3d.data.cases import Case, discover, is_nifti, load_image, nifti_copy
+from brainseg3d.core.cases import Case, discover, is_nifti, load_image, nifti_copy
 from brainseg3d.io import mask_format_for, save_label_like
 
 from .conftest import SAMPLE
@@ -92,7 +92,7 @@ def test_mask_not_on_the_grid_is_never_written(tmp_path):
 
 
 def test_unreadable_nrrd_is_a_case_error(tmp_path):
-    from brainseg3d.data.cases import CaseError
+    from brainseg3d.core.cases import CaseError
 
     bad = tmp_path / "c_flair.nrrd"
     bad.write_text("NRRD0004\nnot really\n")

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from brainseg3d import quality as Q
-from brainseg3d.data.cases import discover
+from brainseg3d.core.cases import discover
 from brainseg3d.inference import Predictor
 from brainseg3d.networks import member_network
-from brainseg3d.transforms import REGIONS
+from brainseg3d.core.labels import REGIONS
 
 from .conftest import SAMPLE
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainseg3d.data.cases import Case, CaseError, discover, inspect_case
+from brainseg3d.core.cases import Case, CaseError, discover, inspect_case
 from brainseg3d.registration import (
     choose_reference,
     looks_skull_stripped,

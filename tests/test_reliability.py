@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from brainseg3d.cli import main
-from brainseg3d.data.cases import MODALITIES, CaseError, discover, inspect_case
-from brainseg3d.data.checks import check_image, check_network_size
+from brainseg3d.core.cases import MODALITIES, CaseError, discover, inspect_case
+from brainseg3d.core.checks import check_image, check_network_size
 from brainseg3d.io import atomic_path, clean_stale, make_workdir, mask_is_complete
 
 from .conftest import REPO, write_case

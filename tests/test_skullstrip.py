@@ -27,7 +27,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from brainseg3d.data.cases import CaseError, discover
+from brainseg3d.core.cases import CaseError, discover
 from brainseg3d.registration import register_case, resample_to_reference
 from brainseg3d.skullstrip import brain_mask, strip_case
 

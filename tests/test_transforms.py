@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg3d.data.cases import discover, inspect_case
+from brainseg3d.core.cases import discover, inspect_case
 from brainseg3d.transforms import LabelToRegions, RegionsToLabels, preprocessing
 
 from .conftest import FORMATS, write_case

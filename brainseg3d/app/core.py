@@ -20,9 +20,10 @@ from typing import Iterable, Mapping, Sequence
 import nibabel as nib
 import numpy as np
 
-from ..data.cases import MODALITIES, Case, channel_layout, inspect_case, load_image, split_name
-from ..io import LABEL_COLOURS, LABEL_NAMES, save_label_image, write_colour_table
-from ..transforms import REGIONS, LabelToRegions
+from ..core.cases import MODALITIES, Case, channel_layout, inspect_case, load_image, split_name
+from ..core.components import LabelToRegions
+from ..core.labels import LABEL_COLOURS, LABEL_NAMES, REGION_NAMES, REGIONS
+from ..io import save_label_image, write_colour_table
 
 __all__ = [
     "DISCLAIMER",
@@ -78,8 +79,6 @@ VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
 #: how each modality may be named (BraTS 2018-2021 / 2023+), for messages
 MODALITY_HINTS = {"t1": "_t1 or -t1n", "t1ce": "_t1ce or -t1c", "t2": "_t2 or -t2w", "flair": "_flair or -t2f"}
 MODALITY_TITLES = {"t1": "T1", "t1ce": "T1c", "t2": "T2", "flair": "FLAIR"}
-#: the BraTS evaluation regions (:data:`brainseg3d.transforms.REGIONS`) by name
-REGION_NAMES = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
 REGION_TITLES = {
     "necrotic_core_ml": "necrotic tumour core (label 1)",
     "edema_ml": "peritumoral edema (label 2)",

@@ -31,7 +31,7 @@ import numpy as np
 import streamlit as st
 
 from brainseg3d.app import core
-from brainseg3d.data.cases import MODALITIES, CaseError, discover, load_image
+from brainseg3d.core.cases import MODALITIES, CaseError, discover, load_image
 from brainseg3d.inference import DEFAULT_BUNDLE, Predictor
 
 DATA = (Path(__file__).resolve().parents[1] / "_data").resolve()  # the shipped bundles and sample (package data)

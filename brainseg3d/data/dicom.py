@@ -22,12 +22,12 @@ the **first** rule that matches wins, in this order:
 So ``"AX T2 FLAIR"`` is FLAIR, ``"T1 POST GD"`` is T1ce, ``"AX T2 FSE"`` is T2, ``"SAG T1"``
 is T1. When the description is empty (or matches no rule), the name of the folder holding
 the series is used instead if it names a modality the way the NIfTI files do
-(:data:`brainseg3d.data.cases.SUFFIXES`: ``t1``, ``t1n``, ``t1ce``, ``t1c``, ``t2``,
+(:data:`brainseg3d.core.cases.SUFFIXES`: ``t1``, ``t1n``, ``t1ce``, ``t1c``, ``t2``,
 ``t2w``, ``flair``, ``t2f``, ..., any letter case, alone or as a ``_``/``-``/``.`` suffix such
 as ``BraTS-GLI-00000-000-t1c``).
 
 Every modality must match exactly one series: no match, or two matching series, is a
-:class:`~brainseg3d.data.cases.CaseError` naming the case and the series.
+:class:`~brainseg3d.core.cases.CaseError` naming the case and the series.
 
 Example:
     >>> from brainseg3d.data.dicom import dicom_case_to_nifti, is_dicom_case
@@ -45,7 +45,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .cases import LABEL, MODALITIES, NIFTI_EXTENSIONS, SUFFIXES, Case, CaseError
+from ..core.cases import LABEL, MODALITIES, NIFTI_EXTENSIONS, SUFFIXES, Case, CaseError
 
 __all__ = [
     "DESCRIPTION_RULES",
@@ -126,7 +126,7 @@ def match_modality(description: str, folder_name: str | None = None) -> str | No
             ``case-t2f``, ...).
 
     Returns:
-        One of :data:`~brainseg3d.data.cases.MODALITIES`, or ``None``.
+        One of :data:`~brainseg3d.core.cases.MODALITIES`, or ``None``.
     """
     desc = (description or "").lower()
     for modality, keys in DESCRIPTION_RULES:
@@ -218,7 +218,7 @@ def dicom_case_to_nifti(
     slope/intercept applied, geometry from ImagePositionPatient / ImageOrientationPatient /
     PixelSpacing) and written as NIfTI, keeping its voxel type and physical grid. The four
     series may be on different grids: check with
-    :func:`brainseg3d.data.cases.inspect_case` and register with
+    :func:`brainseg3d.core.cases.inspect_case` and register with
     :func:`brainseg3d.registration.register_case` when they are.
 
     Args:
@@ -227,7 +227,7 @@ def dicom_case_to_nifti(
         case_id: the output name prefix; default: the folder's name.
 
     Returns:
-        The :class:`~brainseg3d.data.cases.Case` of the four written files.
+        The :class:`~brainseg3d.core.cases.Case` of the four written files.
 
     Raises:
         CaseError: no DICOM series found, a modality with no or with two matching series, an

@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .cases import discover
+from ..core.cases import discover
 from .datalist import absolute_item
 
 __all__ = ["SOURCES", "case_source", "case_release", "stratified_folds", "make_pool", "write_pool",

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ..bundle_components import neighbour_stack
+from ..core.components import neighbour_stack
 
 __all__ = ["neighbour_stack", "VolumeCache", "SliceDataset"]
 

@@ -16,12 +16,15 @@ internal      BraTS 2018-2021          BraTS 2023+
 label         ``*_seg.nii.gz``         ``*-seg.nii.gz``
 ============  ======================  =====================
 
-Suffixes match in any letter case (``-t2W``), with ``.nii`` or ``.nii.gz``.
+Suffixes match in any letter case (``-t2W``), with ``.nii`` or ``.nii.gz``, or the volume
+formats 3D Slicer and ITK-SNAP save: NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``,
+``.mhd``), read through ITK (:func:`load_image`) and converted to NIfTI before segmentation
+(:func:`nifti_copy`); a 4D NRRD (four components) is a 4D case.
 A single NIfTI file that carries no modality suffix is taken as a 4D case holding the four
 modalities stacked in the order above (channel-last, as NIfTI stores it, or channel-first).
 
 Example:
-    >>> from brainseg3d.data.cases import discover
+    >>> from brainseg3d.core.cases import discover
     >>> cases = discover("../shared/data/brats2018")
     >>> cases[0].case_id, cases[0].modality_files()[0].name
 """
@@ -41,6 +44,12 @@ import numpy as np
 
 __all__ = [
     "MODALITIES",
+    "NIFTI_EXTENSIONS",
+    "ITK_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "is_nifti",
+    "load_image",
+    "nifti_copy",
     "Case",
     "CaseError",
     "CaseInfo",
@@ -70,6 +79,10 @@ SUFFIXES: dict[str, str] = {
 }
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+#: other volume formats, read through ITK (3D Slicer saves NRRD; ITK-SNAP also MetaImage)
+ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: every image file name ending discovery takes
+IMAGE_EXTENSIONS = NIFTI_EXTENSIONS + ITK_EXTENSIONS
 _SUFFIX_RE = re.compile(r"^(?P<case>.+?)[_\-.](?P<suffix>[A-Za-z0-9]+)$")
 #: tolerance (mm, and for direction cosines) when comparing the grids of two volumes
 GRID_ATOL = 1e-3
@@ -85,11 +98,72 @@ class CaseError(ValueError):
 
 
 def _strip_nifti(name: str) -> str | None:
+    """The file name without its image extension (:data:`IMAGE_EXTENSIONS`), or ``None``."""
     low = name.lower()
-    for ext in NIFTI_EXTENSIONS:
+    for ext in IMAGE_EXTENSIONS:
         if low.endswith(ext):
             return name[: -len(ext)]
     return None
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """Whether a file name ends in ``.nii`` or ``.nii.gz`` (any letter case)."""
+    return str(path).lower().endswith(NIFTI_EXTENSIONS)
+
+
+def load_image(path: str | os.PathLike) -> nib.Nifti1Image:
+    """Any image file of :data:`IMAGE_EXTENSIONS` as a NIfTI image (for NRRD / MetaImage: in
+    memory, the array in x, y, z order and the RAS affine of the file's ITK geometry).
+
+    NIfTI goes through nibabel; NRRD and MetaImage through MONAI's ``ITKReader``, or through
+    SimpleITK for pixel types ITK's Python wrapping lacks (a 4-component NRRD, a 4D file):
+    both give the same affine (ITK's LPS geometry turned to RAS).
+    """
+    if is_nifti(path):
+        return nib.load(str(path))
+    try:
+        from monai.data import ITKReader
+
+        reader = ITKReader(affine_lps_to_ras=True)
+        array, meta = reader.get_data(reader.read(str(path)))
+        affine = np.asarray(meta["affine"], np.float64)
+    except Exception:  # noqa: BLE001 - ITK's Python wrapping lacks the pixel type / dimension: SimpleITK has them
+        import SimpleITK as sitk
+
+        img = sitk.ReadImage(str(path))
+        dim = min(img.GetDimension(), 3)
+        arr = sitk.GetArrayFromImage(img)  # scalar (z, y, x) or (t, z, y, x); vector (z, y, x, c)
+        if img.GetNumberOfComponentsPerPixel() > 1:
+            array = np.transpose(arr, (2, 1, 0, 3))
+        else:
+            array = np.transpose(arr, tuple(range(arr.ndim))[::-1])  # (x, y, z[, t])
+        direction = np.asarray(img.GetDirection(), np.float64).reshape(img.GetDimension(), img.GetDimension())[:dim, :dim]
+        lps = np.eye(4)
+        lps[:3, :3] = direction * np.asarray(img.GetSpacing()[:dim])
+        lps[:3, 3] = img.GetOrigin()[:dim]
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return nib.Nifti1Image(np.asarray(array), affine)
+
+
+def nifti_copy(case: "Case", folder: str | os.PathLike) -> "Case":
+    """The case with every NRRD / MetaImage file written as NIfTI into ``folder`` (same name
+    stem, ``.nii.gz``; the same voxels and physical grid); NIfTI files are kept as they are."""
+    folder = Path(folder)
+
+    def convert(path: Path | None) -> Path | None:
+        if path is None or is_nifti(path):
+            return path
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            img = load_image(path)
+        except Exception as e:  # noqa: BLE001 - ITK raises RuntimeError with its own text
+            raise CaseError(case.case_id, f"unreadable file {path.name}: {str(e).splitlines()[0][:300]}") from e
+        out = folder / f"{_strip_nifti(path.name)}.nii.gz"
+        nib.save(img, str(out))
+        return out
+
+    return dataclasses.replace(case, images={m: convert(p) for m, p in case.images.items()}, image4d=convert(case.image4d),
+                               label=convert(case.label))
 
 
 def split_name(filename: str) -> tuple[str, str | None] | None:
@@ -196,7 +270,7 @@ def _is_stray_of(stem: str, case_id: str) -> bool:
 
 def _holds_4_channels(f: Path) -> bool:
     try:
-        channel_layout(nib.load(str(f)).shape)
+        channel_layout(load_image(f).shape)
     except Exception:  # a 3D volume, a damaged file: not a 4D case
         return False
     return True
@@ -378,12 +452,12 @@ def inspect_case(case: Case) -> CaseInfo:
     headers = {}
     for f in case.modality_files():
         try:
-            headers[f] = nib.load(str(f))
-        except Exception as e:  # nibabel raises many types for damaged files
+            headers[f] = load_image(f)
+        except Exception as e:  # nibabel / ITK raise many types for damaged files
             return info(f"unreadable file {f.name}: {e}")
     if case.label is not None:
         try:
-            headers[case.label] = nib.load(str(case.label))
+            headers[case.label] = load_image(case.label)
         except Exception as e:
             label_ok = False
             warnings.append(f"label file {case.label.name} is unreadable ({e}): ignored (not needed to segment)")

@@ -24,6 +24,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from torch import nn
 
+from .labels import LABEL_SCHEMES
+
 __all__ = [
     "neighbour_stack",
     "z_major_stack",
@@ -166,7 +168,7 @@ class LabelToRegions(Transform):
     """
 
     def __init__(self, et_label: int | str = "auto") -> None:
-        if et_label not in (3, 4, "auto"):
+        if et_label not in (*LABEL_SCHEMES.values(), "auto"):
             raise ValueError(f"et_label must be 3, 4 or 'auto', got {et_label!r}")
         self.et_label = et_label
 

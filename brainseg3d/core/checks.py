@@ -5,7 +5,7 @@ Used by every way in: the CLI and the batch runner (files, through
 ``brainseg3d.segment`` with arrays or ``Nifti1Image``), the web app (``Predictor.load``) and the
 MONAI bundle (:class:`CheckedDataset`, the dataset of ``configs/inference.json``).
 
-Each check raises :class:`~brainseg3d.data.cases.CaseError` (``"<case>: <problem>"``, naming the
+Each check raises :class:`~brainseg3d.core.cases.CaseError` (``"<case>: <problem>"``, naming the
 modality) for an input that would give a silently wrong mask, or returns warnings for one that
 can still be segmented honestly (they go to the log and to the report's ``warnings``).
 
@@ -27,7 +27,7 @@ This module imports only MONAI, torch, numpy, nibabel and :mod:`.cases` (the bun
 verbatim copy as ``scripts/checks.py``).
 
 Example:
-    >>> from brainseg3d.data.checks import check_image
+    >>> from brainseg3d.core.checks import check_image
     >>> warnings = check_image(np.stack([t1, t1ce, t2, flair]), "case_1")
 """
 
@@ -206,7 +206,7 @@ def check_headers(case: Case) -> None:
 
     Raises:
         CaseError: a header problem; an unreadable header is left to
-            :func:`~brainseg3d.data.cases.inspect_case`, which names it.
+            :func:`~brainseg3d.core.cases.inspect_case`, which names it.
     """
     files = [(case.image4d.name, case.image4d)] if case.image4d is not None else [(m, case.images[m]) for m in MODALITIES if m in case.images]
     affines = {}
@@ -292,7 +292,7 @@ class CheckedDataset(torch.utils.data.IterableDataset):
     anything was skipped), nothing is repeated.
 
     Args:
-        data: MONAI items ``{"case", "image"}`` (:func:`~brainseg3d.data.cases.inference_items`).
+        data: MONAI items ``{"case", "image"}`` (:func:`~brainseg3d.core.cases.inference_items`).
         transform: the preprocessing chain (``CheckImaged`` is added after ``EnsureChannelFirstd``).
         min_in_plane: see :func:`check_network_size`.
     """

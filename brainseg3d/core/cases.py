@@ -24,7 +24,7 @@ A single NIfTI file that carries no modality suffix is taken as a 4D case holdin
 modalities stacked in the order above (channel-last, as NIfTI stores it, or channel-first).
 
 Example:
-    >>> from brainseg3d.data.cases import discover
+    >>> from brainseg3d.core.cases import discover
     >>> cases = discover("../shared/data/brats2018")
     >>> cases[0].case_id, cases[0].modality_files()[0].name
 """
