@@ -18,7 +18,7 @@ $bs pool --root brats2018=../shared/data/brats2018 --root extra="$extra" --out "
 cmp -s <(python3 -c "import json,sys; print(json.dumps({i['case']: i['fold'] for i in json.load(open(sys.argv[1]))['training']}, sort_keys=True))" "$run/pool60.json") \
        <(python3 -c "import json,sys; print(json.dumps({i['case']: i['fold'] for i in json.load(open(sys.argv[1]))['training']}, sort_keys=True))" data_lists/pool60.json) \
     || { echo "the pool's folds differ from data_lists/pool60.json" >&2; exit 1; }
-$bs cv train configs/unet25d_pool.yaml --output "$run" --root extra="$extra" --quiet   # 5 folds
+$bs cv train configs/unet25d_pool.yaml --out "$run" --root extra="$extra" --quiet   # 5 folds
 $bs cv score "$run"                         # out-of-fold Dice / HD95, post-processing chosen by CV
 $bs cv export "$run"                        # the 5 fold models -> bundle (model.pt fp16 + model.ts)
 # the committed record (bundles/brats_mri_2p5d_segmentation/docs/training/cv) and the experiments table

@@ -1,7 +1,10 @@
 """``brainseg3d`` command line: thin shells over the package functions.
 
 Paths and tables go to stdout; logs and progress bars go to stderr. Exit status is 0 only when
-everything asked for succeeded.
+everything asked for succeeded. What a command writes is named by ``--out`` (a file or a folder,
+as its help says), except in ``segment`` and ``merge``, whose output folder is the second
+positional argument (``brainseg3d segment IN OUT``); earlier spellings (``--output``,
+``--output-dir``) are still accepted.
 
 Subcommands: ``cases``, ``datalist``, ``train``, ``export``, ``segment``, ``evaluate``,
 ``score``, ``compare``, ``bench``, ``merge``, ``app``, ``demo``.
@@ -105,7 +108,7 @@ def _cv_train(args) -> int:
     from .data.pool import parse_roots
 
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-    summaries = train_folds(args.config, output=args.output, folds=folds, roots=parse_roots(args.root),
+    summaries = train_folds(args.config, output=args.out, folds=folds, roots=parse_roots(args.root),
                             overrides=_overrides(args.set), progress=not args.quiet, max_steps=args.max_steps)
     for s in summaries:
         print(f"fold {s.get('fold')}: {s['epochs']} epochs, {s['train_minutes']} min -> {s['final_model']}")
@@ -202,7 +205,7 @@ def _train(args) -> int:
         overrides[key] = json.loads(value) if value[:1] in "[{0123456789-tfn\"" and value not in ("", "-") else value
     summary = train(
         args.config,
-        output=args.output,
+        output=args.out,
         max_epochs=args.max_epochs,
         max_steps=args.max_steps,
         resume=args.resume,
@@ -371,7 +374,7 @@ def _evaluate(args) -> int:
 def _compare(args) -> int:
     from .compare import compare
 
-    rows = compare(args.configs, minutes=args.minutes, out_dir=args.output, report=args.out, dataset_dir=args.dataset_dir, threads=args.threads)
+    rows = compare(args.configs, minutes=args.minutes, out_dir=args.runs_dir, report=args.out, dataset_dir=args.dataset_dir, threads=args.threads)
     if args.out:
         print(Path(args.out).read_text())
     return 0 if rows else 1
@@ -435,10 +438,10 @@ def _demo(args) -> int:
     sample = Path(args.sample)
     cases = discover(sample)
     predictor = Predictor(args.bundle)
-    results = segment_cases(cases, args.output_dir, predictor, overwrite=True, preview=True, colour_table=True, progress=not args.quiet)
+    results = segment_cases(cases, args.out, predictor, overwrite=True, preview=True, colour_table=True, progress=not args.quiet)
     for r in results:
         print(r.path if r.status == "ok" else f"FAILED {r.case_id}: {r.error}")
-    summary = evaluate_folder(args.output_dir, sample)
+    summary = evaluate_folder(args.out, sample)
     for row in summary["cases"]:
         print(f"{row['case']}: Dice WT {row['Dice_WT']:.3f}  TC {row['Dice_TC']:.3f}  ET {row['Dice_ET']:.3f}  "
               f"(HD95 mm WT {row['HD95_WT']:.1f} TC {row['HD95_TC']:.1f} ET {row['HD95_ET']:.1f})")
@@ -457,6 +460,13 @@ def _describe(parser: argparse.ArgumentParser) -> None:
                 sub.description = sub.description or choice.help
                 sub.formatter_class = argparse.ArgumentDefaultsHelpFormatter
                 _describe(sub)
+
+
+def _out(parser, legacy: str, **kwargs) -> None:
+    """The output option, named ``--out`` in every command (a file or a folder, as its help
+    says); ``legacy`` is the earlier spelling, still accepted and not shown."""
+    parser.add_argument("--out", dest="out", **kwargs)
+    parser.add_argument(legacy, dest="out", help=argparse.SUPPRESS, default=kwargs.get("default"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -482,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model from a YAML config (MONAI/Ignite engines)")
     s.add_argument("config", nargs="+", help="experiment YAML (configs/*.yaml); several are merged, later ones override key by key")
-    s.add_argument("--output", default=None, help="output folder (default runs/<name>)")
+    _out(s, "--output", default=None, help="run folder (default runs/<name>)")
     s.add_argument("--max-epochs", type=int, default=None, help="override the config's train#max_epochs")
     s.add_argument("--max-steps", type=int, default=None, help="stop after N iterations (smoke run)")
     s.add_argument("--max-val-cases", type=int, default=None, help="validate on the first N validation cases")
@@ -506,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     cvs = cv.add_subparsers(dest="cv_command", required=True)
     s = cvs.add_parser("train", help="train one model per fold (resumes an interrupted fold, skips finished ones)")
     s.add_argument("config", nargs="+", help="experiment YAML whose data#datalist is a pool datalist; several are merged, later ones override key by key")
-    s.add_argument("--output", default=None, help="run folder (default runs/<name>); fold<i>/ inside")
+    _out(s, "--output", default=None, help="run folder (default runs/<name>); fold<i>/ inside")
     s.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
     s.add_argument("--root", action="append", metavar="NAME=PATH", help="where a pool root is, over the recorded one")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train#max_epochs=20")
@@ -600,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("configs", nargs="+", help="experiment YAMLs to compare")
     s.add_argument("--minutes", type=float, default=8.0, help="CPU minutes of training per config")
     s.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is a fair budget on a busy machine)")
-    s.add_argument("--output", default="runs/compare", help="folder of the runs")
+    s.add_argument("--runs-dir", dest="runs_dir", default="runs/compare", help="folder of the runs")
+    s.add_argument("--output", dest="runs_dir", default="runs/compare", help=argparse.SUPPRESS)  # the earlier spelling
     s.add_argument("--out", default=None, help="Markdown table")
     s.add_argument("--dataset-dir", default=None, help="where the datalist's relative paths start (default: the one it records)")
     s.set_defaults(func=_compare)
@@ -628,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="segment the bundled sample case and print its Dice")
     s.add_argument("--sample", default=str((Path(__file__).parent / "_data" / "sample_data").resolve()), help="folder of sample cases (default: the shipped sample)")
-    s.add_argument("--output-dir", default="outputs/demo", help="where the mask, report and preview go")
+    _out(s, "--output-dir", default="outputs/demo", help="where the mask, report and preview go")
     s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_demo)

@@ -35,3 +35,15 @@ def test_subcommand_help_shows_description_and_defaults(capsys):
         assert e.code == 0
     out = capsys.readouterr().out
     assert "segment one case" in out and "(default: auto)" in out
+
+
+def test_one_output_option_name_with_the_old_spellings_accepted():
+    """Every optional output is --out; the earlier --output / --output-dir still parse (hidden)."""
+    parser = build_parser()
+    for path, sub in _walk(parser):
+        flags = {f for a in sub._actions for f in a.option_strings if a.help != argparse.SUPPRESS}
+        assert not flags & {"--output", "--output-dir"}, f"{' '.join(path)} shows {sorted(flags & {'--output', '--output-dir'})}"
+    assert parser.parse_args(["train", "c.yaml", "--output", "r"]).out == "r"
+    assert parser.parse_args(["cv", "train", "c.yaml", "--out", "r"]).out == "r"
+    assert parser.parse_args(["demo", "--output-dir", "d"]).out == "d" and parser.parse_args(["demo"]).out == "outputs/demo"
+    assert parser.parse_args(["compare", "a.yaml", "--output", "x"]).runs_dir == "x"

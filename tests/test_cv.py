@@ -142,7 +142,7 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     lists = tmp_path / "lists"
     assert main(["pool", "--root", f"d={root}", "--out", str(lists / "pool.json"), "--folds", "3"]) == 0
     run = tmp_path / "run"
-    args = ["cv", "train", str(REPO / "configs" / "unet25d_pool.yaml"), "--output", str(run), "--max-steps", "2", "--quiet",
+    args = ["cv", "train", str(REPO / "configs" / "unet25d_pool.yaml"), "--out", str(run), "--max-steps", "2", "--quiet",
             "--set", f"data#datalist={lists / 'pool.json'}", "--set", "data#patch=[32, 32]", "--set", "train#batch_size=2",
             "--set", "network#channels=[4, 8, 16, 32, 64]"]
     assert main(args) == 0

@@ -32,7 +32,7 @@ def test_wheel_holds_the_bundle_and_the_sample_and_installed_demo_runs(tmp_path)
     assert inst.returncode == 0, inst.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(target)}
     code = ("import brainseg3d, brainseg3d.inference as i; print(brainseg3d.__file__); print(i.DEFAULT_BUNDLE); "
-            "from brainseg3d.cli import main; raise SystemExit(main(['demo', '--output-dir', 'out', '--quiet']))")
+            "from brainseg3d.cli import main; raise SystemExit(main(['demo', '--out', 'out', '--quiet']))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()

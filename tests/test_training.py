@@ -92,7 +92,7 @@ def test_augmentation_keeps_label_binary():
 
 
 def test_cli_train_smoke(tiny_datalist, tmp_path, capsys):
-    rc = main(["train", str(REPO / "configs" / "unet25d.yaml"), "--output", str(tmp_path / "cli"), "--max-steps", "1",
+    rc = main(["train", str(REPO / "configs" / "unet25d.yaml"), "--out", str(tmp_path / "cli"), "--max-steps", "1",
                "--max-val-cases", "1", "--quiet", "--set", f"data#datalist={tiny_datalist}", "--set", "data#patch=[64, 64]"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["iterations"] == 1
