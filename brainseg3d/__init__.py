@@ -13,7 +13,7 @@ def segment(input, bundle=None, **kwargs):
         input: a case folder or 4D NIfTI path, a list of four 3D ``Nifti1Image`` (t1, t1ce, t2,
             flair), a 4D ``Nifti1Image`` (channel-last), or an array ``[4, X, Y, Z]``.
         bundle: bundle folder (default: the shipped model).
-        **kwargs: :class:`brainseg3d.inference.Predictor` options (``precision``, ``labels``,
+        **kwargs: :class:`brainseg3d.inference.predictor.Predictor` options (``precision``, ``labels``,
             ``tta``, ``device``), plus ``affine`` for an array input.
 
     Example:
@@ -22,8 +22,8 @@ def segment(input, bundle=None, **kwargs):
     """
     import os
 
-    from .core.cases import discover
-    from .inference import Predictor
+    from brainseg3d.core.cases import discover
+    from brainseg3d.inference.predictor import Predictor
 
     affine = kwargs.pop("affine", None)
     predictor = Predictor(bundle, **kwargs)
@@ -37,13 +37,13 @@ def segment(input, bundle=None, **kwargs):
 
 def discover(root):
     """Find the BraTS cases under ``root`` (see :func:`brainseg3d.core.cases.discover`)."""
-    from .core.cases import discover as _discover
+    from brainseg3d.core.cases import discover as _discover
 
     return _discover(root)
 
 
 def load_model(bundle=None, **kwargs):
-    """A ready :class:`brainseg3d.inference.Predictor` for the bundle (default: the shipped one)."""
-    from .inference import Predictor
+    """A ready :class:`brainseg3d.inference.predictor.Predictor` for the bundle (default: the shipped one)."""
+    from brainseg3d.inference.predictor import Predictor
 
     return Predictor(bundle, **kwargs)

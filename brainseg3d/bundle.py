@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .inference import DEFAULT_BUNDLE, load_bundle_network
+from brainseg3d.inference.predictor import DEFAULT_BUNDLE, load_bundle_network
 
 __all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle"]
 

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .core.labels import LABEL_SCHEMES
+from brainseg3d.core.labels import LABEL_SCHEMES
 
 __all__ = ["main"]
 
@@ -32,8 +32,8 @@ def _n(count: int, noun: str) -> str:
 
 
 def _cases(args) -> int:
-    from .core.cases import CaseError, discover, inspect_case
-    from .core.checks import check_headers
+    from brainseg3d.core.cases import CaseError, discover, inspect_case
+    from brainseg3d.core.checks import check_headers
 
     warnings: list[str] = []
     cases = discover(args.root, warnings)
@@ -64,7 +64,7 @@ def _cases(args) -> int:
 
 
 def _datalist(args) -> int:
-    from .data.datalist import make_datalist, write_datalist
+    from brainseg3d.data.datalist import make_datalist, write_datalist
 
     split = tuple(float(s) for s in args.split.split("/"))
     docs = make_datalist(args.root, split=split, seed=args.seed, folds=args.folds, dataset_dir=args.dataset_dir)
@@ -82,7 +82,7 @@ def _datalist(args) -> int:
 
 
 def _pool(args) -> int:
-    from .data.pool import make_pool, parse_roots, write_pool
+    from brainseg3d.data.pool import make_pool, parse_roots, write_pool
 
     doc = make_pool(parse_roots(args.root), folds=args.folds, seed=args.seed)
     print(write_pool(doc, args.out))
@@ -104,8 +104,8 @@ def _overrides(pairs) -> dict:
 
 
 def _cv_train(args) -> int:
-    from .cv import train_folds
-    from .data.pool import parse_roots
+    from brainseg3d.training.cv import train_folds
+    from brainseg3d.data.pool import parse_roots
 
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     summaries = train_folds(args.config, output=args.out, folds=folds, roots=parse_roots(args.root),
@@ -116,7 +116,7 @@ def _cv_train(args) -> int:
 
 
 def _bundle_sync(args) -> int:
-    from .bundle import sync_bundle
+    from brainseg3d.bundle import sync_bundle
 
     try:
         drifted = sync_bundle(args.bundle, check=args.check)
@@ -132,7 +132,7 @@ def _bundle_sync(args) -> int:
 
 
 def _cv_quality(args) -> int:
-    from .cv import quality_run
+    from brainseg3d.training.cv import quality_run
 
     res = quality_run(args.run, bundle=args.bundle, out=args.out, review_share=args.review_share)
     v = res["validation"]
@@ -146,14 +146,14 @@ def _cv_quality(args) -> int:
 
 
 def _cv_score(args) -> int:
-    from .cv import format_summary, score_run
+    from brainseg3d.training.cv import format_summary, score_run
 
     post = None
     if args.min_component is not None or args.et_to_necrosis is not None or args.min_fraction is not None:
         post = {"min_component": args.min_component or 0, "min_fraction": args.min_fraction or 0.0, "et_to_necrosis": args.et_to_necrosis or 0}
     if args.tta:
-        from .cv import predict_out_of_fold
-        from .data.pool import parse_roots
+        from brainseg3d.training.cv import predict_out_of_fold
+        from brainseg3d.data.pool import parse_roots
 
         print(f"{predict_out_of_fold(args.run, 'oof_tta', tta=True, roots=parse_roots(args.root))} cases predicted with flip TTA", file=sys.stderr)
     summary = score_run(args.run, args.out, post=post, choose=not args.no_search, oof_name="oof_tta" if args.tta else "oof")
@@ -163,7 +163,7 @@ def _cv_score(args) -> int:
 
 
 def _cv_table(args) -> int:
-    from .cv import experiments_table
+    from brainseg3d.training.cv import experiments_table
 
     seconds = {}
     for kv in args.seconds or []:
@@ -180,7 +180,7 @@ def _cv_table(args) -> int:
 def _cv_export(args) -> int:
     import json as _json
 
-    from .bundle import export_ensemble
+    from brainseg3d.bundle import export_ensemble
 
     run = Path(args.run)
     folds = sorted(run.glob("fold*/final_model.pt"))
@@ -196,8 +196,8 @@ def _cv_export(args) -> int:
 
 
 def _train(args) -> int:
-    from .data.pool import parse_roots
-    from .training import train
+    from brainseg3d.data.pool import parse_roots
+    from brainseg3d.training.trainer import train
 
     overrides = {}
     for kv in args.set or []:
@@ -223,7 +223,7 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
-    from .bundle import export_weights
+    from brainseg3d.bundle import export_weights
 
     print(export_weights(args.checkpoint, args.bundle, torchscript=not args.no_torchscript))
     return 0
@@ -234,8 +234,8 @@ def discover_inputs(path, workdir, warnings: list | None = None) -> list:
     converted to NIfTI in ``workdir``. A DICOM case that cannot be converted comes back as a
     case with its problem set, so that the batch reports it by name. Discovery's warnings
     (cases sharing an id, stray files) are appended to ``warnings``."""
-    from .core.cases import Case, CaseError, discover
-    from .data.dicom import dicom_case_to_nifti, is_dicom_case
+    from brainseg3d.core.cases import Case, CaseError, discover
+    from brainseg3d.data.dicom import dicom_case_to_nifti, is_dicom_case
 
     path = Path(path)
     if path.is_dir() and is_dicom_case(path):
@@ -264,7 +264,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _merge(args) -> int:
-    from .batch import merge_summaries
+    from brainseg3d.inference.batch import merge_summaries
 
     summary = merge_summaries(args.output_dir)
     print(Path(args.output_dir) / "summary.json")
@@ -275,9 +275,9 @@ def _merge(args) -> int:
 def _segment(args) -> int:
     import shutil
 
-    from .batch import segment_cases, write_summary
-    from .inference import Predictor
-    from .io import OutputError, check_writable_dir, clean_stale, describe_os_error, make_workdir
+    from brainseg3d.inference.batch import segment_cases, write_summary
+    from brainseg3d.inference.predictor import Predictor
+    from brainseg3d.io import OutputError, check_writable_dir, clean_stale, describe_os_error, make_workdir
 
     try:  # before any work: the output folder can be created and written
         out_dir = check_writable_dir(args.output_dir)
@@ -338,8 +338,8 @@ def _segment(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluation import evaluate_folder
-    from .io import OutputError, check_writable_dir
+    from brainseg3d.evaluation.metrics import evaluate_folder
+    from brainseg3d.io import OutputError, check_writable_dir
 
     if args.out:
         try:
@@ -352,7 +352,7 @@ def _evaluate(args) -> int:
     except OSError as e:
         if isinstance(e, FileNotFoundError) and not e.filename:
             raise
-        from .io import describe_os_error
+        from brainseg3d.io import describe_os_error
 
         print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 2
@@ -372,7 +372,7 @@ def _evaluate(args) -> int:
 
 
 def _compare(args) -> int:
-    from .compare import compare
+    from brainseg3d.benchmarks.compare import compare
 
     rows = compare(args.configs, minutes=args.minutes, out_dir=args.runs_dir, report=args.out, dataset_dir=args.dataset_dir, threads=args.threads)
     if args.out:
@@ -381,28 +381,28 @@ def _compare(args) -> int:
 
 
 def _score(args) -> int:
-    from .compare import evaluate_run
+    from brainseg3d.benchmarks.compare import evaluate_run
 
     res = evaluate_run(args.run_dir, args.split, bf16=args.bf16)
     print(json.dumps(res, indent=2))
     if args.out:
-        from .io import write_json
+        from brainseg3d.io import write_json
 
         write_json(res, args.out)
     return 0
 
 
 def _bench(args) -> int:
-    from .bench import format_table, run_benchmark
+    from brainseg3d.benchmarks.bench import format_table, run_benchmark
 
     if args.ablation:
-        from .ablation import format_ablation, run_ablation
+        from brainseg3d.benchmarks.ablation import format_ablation, run_ablation
 
         report = run_ablation(args.cases_dir, bundle=args.bundle, repeats=args.repeats, threads=args.threads)
         print(format_ablation(report))
         print(f"machine: {report['machine']}; case {report['case']}, cropped input {report['input_cropped']}, median of {report['repeats']}")
         if args.out:
-            from .io import write_json
+            from brainseg3d.io import write_json
 
             write_json(report, args.out)
         return 0
@@ -415,7 +415,7 @@ def _bench(args) -> int:
         print(f"batch of {mem['cases']} cases: {mem['cases_per_s']:.2f} cases/s; RSS {mem['rss_mb_first_10pct_max']:.0f} MB (first 10 %) -> {mem['rss_mb_last_10pct_max']:.0f} MB (last 10 %), max {mem['rss_mb_max']:.0f} MB")
     print(f"machine: {report['machine']}; cases: {', '.join(report['cases'][1:])} (warm-up {report['warmup_case']})")
     if args.out:
-        from .io import write_json
+        from brainseg3d.io import write_json
 
         write_json(report, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -423,17 +423,17 @@ def _bench(args) -> int:
 
 
 def _app(args) -> int:
-    from .app.launch import launch
+    from brainseg3d.app.launch import launch
 
     return int(launch(port=args.port))
 
 
 def _demo(args) -> int:
     """Segment the sample case shipped in the repo and score it against its ground truth."""
-    from .batch import segment_cases
-    from .core.cases import discover
-    from .evaluation import evaluate_folder
-    from .inference import Predictor
+    from brainseg3d.inference.batch import segment_cases
+    from brainseg3d.core.cases import discover
+    from brainseg3d.evaluation.metrics import evaluate_folder
+    from brainseg3d.inference.predictor import Predictor
 
     sample = Path(args.sample)
     cases = discover(sample)

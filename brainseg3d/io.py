@@ -19,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .core.labels import LABEL_COLOURS, LABEL_NAMES
+from brainseg3d.core.labels import LABEL_COLOURS, LABEL_NAMES
 
 __all__ = [
     "OutputError",

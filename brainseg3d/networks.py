@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .core.components import SliceWise25D, neighbour_stack
+from brainseg3d.core.components import SliceWise25D, neighbour_stack
 
 __all__ = ["SliceWise25D", "neighbour_stack", "Autocast", "bf16_supported", "load_encoder_weights", "volume_network",
            "MemberLogits", "member_network", "flip_mean_probability"]

@@ -542,7 +542,7 @@ def test_app_end_to_end_in_chromium(tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     from brainseg3d.core.cases import discover
-    from brainseg3d.inference import DEFAULT_BUNDLE, Predictor
+    from brainseg3d.inference.predictor import DEFAULT_BUNDLE, Predictor
 
     case_dir = E2E_CASE if E2E_CASE.is_dir() else SAMPLE
     files = sorted(case_dir.glob("*.nii*"))

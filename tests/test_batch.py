@@ -109,9 +109,9 @@ def test_killed_batch_leaves_no_partial_mask(tmp_path):
 def test_parallel_loaders_same_masks_and_failures_named(bad_batch, tmp_path):
     """Several loader threads (the GPU setting) write the same masks as one, and a bad case
     among them is still reported by name while the others are written."""
-    from brainseg3d.batch import segment_cases
+    from brainseg3d.inference.batch import segment_cases
     from brainseg3d.core.cases import discover
-    from brainseg3d.inference import Predictor
+    from brainseg3d.inference.predictor import Predictor
 
     copy_sample(bad_batch.parent / "extra", "Good_002")
     cases = discover(bad_batch) + discover(bad_batch.parent / "extra")

@@ -8,7 +8,7 @@ run`` is a real subprocess (session-scoped, so each case is segmented once):
   reads (first output's ``channel_def``) are exactly the voxel values the bundle writes;
 - ``verify_net_in_out``, ``ckpt_export`` (TorchScript == eager) and the workflow properties;
 - ``inference.json`` on a case folder and on a 4D channel-last NIfTI gives the input's grid and
-  the very mask of ``brainseg3d.inference.Predictor``; ``train.json`` trains, ``evaluate.json``
+  the very mask of ``brainseg3d.inference.predictor.Predictor``; ``train.json`` trains, ``evaluate.json``
   scores and writes the same mask;
 - the 3D Slicer colour table lists the metadata's labels.
 """
@@ -403,7 +403,7 @@ def bundle_outputs(case_inputs, tmp_path_factory):
 def predictor_mask():
     need_case()
     from brainseg3d.core.cases import discover
-    from brainseg3d.inference import Predictor
+    from brainseg3d.inference.predictor import Predictor
 
     (case,) = discover(CASE_DIR)
     return Predictor(precision="fp32").segment_case(case).label

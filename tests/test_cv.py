@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from brainseg3d.cli import main
-from brainseg3d.cv import choose_postprocessing, experiments_table, load_oof, quality_run, score_oof, score_run, summarize
-from brainseg3d.inference import load_bundle_network
+from brainseg3d.training.cv import choose_postprocessing, experiments_table, load_oof, quality_run, score_oof, score_run, summarize
+from brainseg3d.inference.predictor import load_bundle_network
 
 from .conftest import REPO, write_case
 
@@ -82,7 +82,7 @@ def test_relative_component_rule_and_the_nested_estimate(tmp_path):
     """A stray blob at about 12 % of the tumour's size in every case: the relative rule (min_fraction)
     removes it whatever the voxel count; the nested estimate chooses each fold's setting on
     the other folds only, and with the same error everywhere it finds the same rule."""
-    from brainseg3d.cv import nested_postprocessing
+    from brainseg3d.training.cv import nested_postprocessing
 
     shape = (3, 24, 24, 24)
     for fold in (0, 1):
@@ -116,7 +116,7 @@ def test_thresholds_chosen_per_region(tmp_path):
     prob = gt.astype(np.float32) * 0.9
     prob[1][gt[0] & ~gt[1]] = 0.55
     _oof_file(tmp_path, 0, "Brats18_C_1", "adult", prob, gt)
-    from brainseg3d.cv import choose_thresholds
+    from brainseg3d.training.cv import choose_thresholds
 
     th, tried = choose_thresholds(load_oof(tmp_path))
     assert th[1] >= 0.6 and th[0] == 0.5 and th[2] == 0.5
@@ -206,7 +206,7 @@ def test_experiments_table_from_scored_runs(tmp_path):
 
 
 def test_resume_picks_the_newest_epoch_checkpoint(tmp_path):
-    from brainseg3d.cv import _last_checkpoint
+    from brainseg3d.training.cv import _last_checkpoint
 
     assert _last_checkpoint(tmp_path) is None
     for e in (2, 10, 9):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from brainseg3d.cli import main
-from brainseg3d.evaluation import EMPTY_HD95, evaluate_folder, region_scores
+from brainseg3d.evaluation.metrics import EMPTY_HD95, evaluate_folder, region_scores
 
 
 def _gt():

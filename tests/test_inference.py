@@ -6,8 +6,8 @@ import pytest
 
 from brainseg3d import segment
 from brainseg3d.core.cases import discover
-from brainseg3d.evaluation import region_scores
-from brainseg3d.inference import Predictor
+from brainseg3d.evaluation.metrics import region_scores
+from brainseg3d.inference.predictor import Predictor
 
 from .conftest import SAMPLE
 

@@ -55,8 +55,8 @@ def _as_itk_case(folder, oblique: bool):
 
 @pytest.mark.parametrize("oblique", [False, True])
 def test_nrrd_case_is_discovered_converted_and_its_mask_written_on_its_grid(tmp_path, oblique):
-    from brainseg3d.batch import segment_cases
-    from brainseg3d.inference import Predictor
+    from brainseg3d.inference.batch import segment_cases
+    from brainseg3d.inference.predictor import Predictor
 
     case = _as_itk_case(tmp_path / "in" / "Brats18_2013_20_1", oblique)
     assert case.case_id == "Brats18_2013_20_1" and case.images["t2"].suffix == ".mha" and case.label.suffix == ".nrrd"

@@ -31,7 +31,7 @@ def test_wheel_holds_the_bundle_and_the_sample_and_installed_demo_runs(tmp_path)
                           capture_output=True, text=True)
     assert inst.returncode == 0, inst.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(target)}
-    code = ("import brainseg3d, brainseg3d.inference as i; print(brainseg3d.__file__); print(i.DEFAULT_BUNDLE); "
+    code = ("import brainseg3d, brainseg3d.inference.predictor as i; print(brainseg3d.__file__); print(i.DEFAULT_BUNDLE); "
             "from brainseg3d.cli import main; raise SystemExit(main(['demo', '--out', 'out', '--quiet']))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

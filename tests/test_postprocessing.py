@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from brainseg3d.postprocessing import PostprocessRegions, PostprocessRegionsd, postprocess_regions
+from brainseg3d.inference.postprocessing import PostprocessRegions, PostprocessRegionsd, postprocess_regions
 
 
 def _regions():
@@ -70,7 +70,7 @@ def test_per_region_thresholds():
 
 def test_uint16_label_maps_are_read():
     """Some BraTS 2021 label files are uint16; torch has no unique() for that type."""
-    from brainseg3d.evaluation import region_scores
+    from brainseg3d.evaluation.metrics import region_scores
 
     lab = np.zeros((8, 8, 8), np.uint16)
     lab[2:5, 2:5, 2:5] = 2

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg3d import quality as Q
+from brainseg3d.inference import quality as Q
 from brainseg3d.core.cases import discover
-from brainseg3d.inference import Predictor
+from brainseg3d.inference.predictor import Predictor
 from brainseg3d.networks import member_network
 from brainseg3d.core.labels import REGIONS
 

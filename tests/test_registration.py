@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from brainseg3d.core.cases import Case, CaseError, discover, inspect_case
-from brainseg3d.registration import (
+from brainseg3d.preprocessing.registration import (
     choose_reference,
     looks_skull_stripped,
     mean_displacement_mm,

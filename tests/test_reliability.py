@@ -200,7 +200,7 @@ def _run_cli(argv) -> dict:
 
 @pytest.fixture(scope="module")
 def predictor():
-    from brainseg3d.inference import Predictor
+    from brainseg3d.inference.predictor import Predictor
 
     return Predictor(precision="fp32", members=1)
 

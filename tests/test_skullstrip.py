@@ -28,8 +28,8 @@ import SimpleITK as sitk
 import torch
 
 from brainseg3d.core.cases import CaseError, discover
-from brainseg3d.registration import register_case, resample_to_reference
-from brainseg3d.skullstrip import brain_mask, strip_case
+from brainseg3d.preprocessing.registration import register_case, resample_to_reference
+from brainseg3d.preprocessing.skullstrip import brain_mask, strip_case
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TCGA = SHARED / "formats" / "TCGA-FG-6692_raw"
@@ -45,7 +45,7 @@ def need(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor():
-    from brainseg3d.inference import Predictor
+    from brainseg3d.inference.predictor import Predictor
 
     return Predictor(device="cpu")
 
@@ -191,7 +191,7 @@ def test_brats_not_stripped(predictor):
 
 def test_options():
     from brainseg3d.cli import build_parser
-    from brainseg3d.inference import Predictor
+    from brainseg3d.inference.predictor import Predictor
 
     assert build_parser().parse_args(["segment", "in", "out"]).skull_strip == "auto"
     assert build_parser().parse_args(["segment", "in", "out", "--skull-strip", "never"]).skull_strip == "never"

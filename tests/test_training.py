@@ -8,7 +8,7 @@ from monai.losses import DiceCELoss
 
 from brainseg3d.cli import main
 from brainseg3d.data.datalist import make_datalist, write_datalist
-from brainseg3d.training import augmentation, load_config, train
+from brainseg3d.training.trainer import augmentation, load_config, train
 
 from .conftest import BRATS2018, REPO
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from brainseg3d.core.cases import discover, inspect_case
-from brainseg3d.transforms import LabelToRegions, RegionsToLabels, preprocessing
+from brainseg3d.preprocessing.transforms import LabelToRegions, RegionsToLabels, preprocessing
 
 from .conftest import FORMATS, write_case
 

@@ -20,10 +20,10 @@ from typing import Iterable, Mapping, Sequence
 import nibabel as nib
 import numpy as np
 
-from ..core.cases import MODALITIES, Case, channel_layout, inspect_case, load_image, split_name
-from ..core.components import LabelToRegions
-from ..core.labels import LABEL_COLOURS, LABEL_NAMES, REGION_NAMES, REGIONS
-from ..io import save_label_image, write_colour_table
+from brainseg3d.core.cases import MODALITIES, Case, channel_layout, inspect_case, load_image, split_name
+from brainseg3d.core.components import LabelToRegions
+from brainseg3d.core.labels import LABEL_COLOURS, LABEL_NAMES, REGION_NAMES, REGIONS
+from brainseg3d.io import save_label_image, write_colour_table
 
 __all__ = [
     "DISCLAIMER",
@@ -527,7 +527,7 @@ def quality_rows(report: Mapping) -> list[dict]:
 
 
 def score_rows(scores: Mapping[str, float]) -> list[dict]:
-    """Rows ``region, Dice, HD95 (mm)`` (as text) from :func:`brainseg3d.evaluation.region_scores`."""
+    """Rows ``region, Dice, HD95 (mm)`` (as text) from :func:`brainseg3d.evaluation.metrics.region_scores`."""
     names = REGION_NAMES
     return [
         {"region": names[r], "Dice": f"{float(scores[f'Dice_{r}']):.3f}", "HD95 (mm)": f"{float(scores[f'HD95_{r}']):.1f}"}
@@ -540,7 +540,7 @@ def error_masks(pred: np.ndarray, gt: np.ndarray, region: str = "WT") -> tuple[n
     """``(false positives, false negatives)`` of one BraTS region (WT, TC or ET), as boolean arrays.
 
     Both label maps may use either scheme (ET = 4 up to BraTS 2021, 3 from 2023): the regions
-    come from :class:`brainseg3d.transforms.LabelToRegions`, as the evaluation's do.
+    come from :class:`brainseg3d.preprocessing.transforms.LabelToRegions`, as the evaluation's do.
     """
     if region not in REGIONS:
         raise ValueError(f"region must be one of {REGIONS}, got {region!r}")

@@ -20,7 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .core import MAX_UPLOAD_MB
+from brainseg3d.app.core import MAX_UPLOAD_MB
 
 __all__ = ["APP_SCRIPT", "build_command", "free_port", "launch", "main"]
 

@@ -32,7 +32,7 @@ import streamlit as st
 
 from brainseg3d.app import core
 from brainseg3d.core.cases import MODALITIES, CaseError, discover, load_image
-from brainseg3d.inference import DEFAULT_BUNDLE, Predictor
+from brainseg3d.inference.predictor import DEFAULT_BUNDLE, Predictor
 
 DATA = (Path(__file__).resolve().parents[1] / "_data").resolve()  # the shipped bundles and sample (package data)
 SAMPLE = DATA / "sample_data" / "Brats18_2013_20_1"
@@ -206,7 +206,7 @@ def scores_for(res: dict, case, label_key: str | None):
     if case.label is None or label_key is None:
         return None
     if label_key not in res["scores"]:
-        from brainseg3d.evaluation import region_scores
+        from brainseg3d.evaluation.metrics import region_scores
 
         gt = load_image(case.label)
         try:

@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from ..core.cases import Case, discover
+from brainseg3d.core.cases import Case, discover
 
 __all__ = ["split_cases", "make_datalist", "write_datalist", "load_datalist", "absolute_item"]
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..core.cases import LABEL, MODALITIES, NIFTI_EXTENSIONS, SUFFIXES, Case, CaseError
+from brainseg3d.core.cases import LABEL, MODALITIES, NIFTI_EXTENSIONS, SUFFIXES, Case, CaseError
 
 __all__ = [
     "DESCRIPTION_RULES",
@@ -219,7 +219,7 @@ def dicom_case_to_nifti(
     PixelSpacing) and written as NIfTI, keeping its voxel type and physical grid. The four
     series may be on different grids: check with
     :func:`brainseg3d.core.cases.inspect_case` and register with
-    :func:`brainseg3d.registration.register_case` when they are.
+    :func:`brainseg3d.preprocessing.registration.register_case` when they are.
 
     Args:
         folder: the DICOM case folder (either layout, see the module docstring).

@@ -32,8 +32,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..core.cases import discover
-from .datalist import absolute_item
+from brainseg3d.core.cases import discover
+from brainseg3d.data.datalist import absolute_item
 
 __all__ = ["SOURCES", "case_source", "case_release", "stratified_folds", "make_pool", "write_pool",
            "load_pool", "fold_items", "parse_roots"]

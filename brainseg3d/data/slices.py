@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ..core.components import neighbour_stack
+from brainseg3d.core.components import neighbour_stack
 
 __all__ = ["neighbour_stack", "VolumeCache", "SliceDataset"]
 
@@ -35,7 +35,7 @@ class VolumeCache:
 
     Args:
         items: datalist items ``{"case", "image", "label"}``.
-        transform: the preprocessing chain (:func:`brainseg3d.transforms.preprocessing`).
+        transform: the preprocessing chain (:func:`brainseg3d.preprocessing.transforms.preprocessing`).
         progress: show a progress bar on stderr.
         dtype: storage dtype of images (float16 halves the memory of a large training set).
     """

@@ -26,7 +26,7 @@ shape and affine.
 
 Example:
     >>> from brainseg3d.core.cases import discover
-    >>> from brainseg3d.registration import register_case, resample_to_reference
+    >>> from brainseg3d.preprocessing.registration import register_case, resample_to_reference
     >>> case = discover("../shared/data/formats/TCGA-FG-6692_raw")[0]
     >>> reg = register_case(case, "/tmp/reg")          # reg.case is on one 1 mm grid
     >>> # ... segment reg.case, write mask.nii.gz on the 1 mm grid ...
@@ -47,7 +47,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .core.cases import MODALITIES, Case, CaseError
+from brainseg3d.core.cases import MODALITIES, Case, CaseError
 
 __all__ = [
     "RegisteredCase",
@@ -195,7 +195,7 @@ def needs_registration(case: Case) -> bool:
     construction. Structural problems (missing modality, unreadable file) are left to the
     caller: :func:`brainseg3d.core.cases.inspect_case` reports them.
     """
-    from .core.cases import inspect_case
+    from brainseg3d.core.cases import inspect_case
 
     if case.image4d is not None or case.problems:
         return False

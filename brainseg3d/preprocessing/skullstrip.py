@@ -8,7 +8,7 @@ modalities outside a brain mask first, so that the rest of the pipeline sees a B
 input. No deep-learning skull stripper and nothing downloaded: SimpleITK and SciPy only.
 
 The mask (:func:`brain_mask`), on four modalities already on one grid (e.g. the output of
-:func:`brainseg3d.registration.register_case`):
+:func:`brainseg3d.preprocessing.registration.register_case`):
 
 1. *Brain intensity* per modality (T1c, T2, FLAIR by default): the mode of the smoothed
    histogram of the voxels above the image's Otsu threshold. Brain parenchyma is the largest
@@ -43,13 +43,13 @@ cortex; at the skull base it can keep a little of the fossae; a tumour that brea
 the skull would be cut. A volume outside :data:`PLAUSIBLE_ML` is reported as a warning.
 
 Only apply it to inputs that are *not* skull-stripped
-(:func:`brainseg3d.registration.looks_skull_stripped`): on BraTS images the zero background
-would make it a no-op at best. :class:`brainseg3d.inference.Predictor` does that check
+(:func:`brainseg3d.preprocessing.registration.looks_skull_stripped`): on BraTS images the zero background
+would make it a no-op at best. :class:`brainseg3d.inference.predictor.Predictor` does that check
 (``skull_strip="auto"``).
 
 Example:
-    >>> from brainseg3d.registration import register_case
-    >>> from brainseg3d.skullstrip import strip_case
+    >>> from brainseg3d.preprocessing.registration import register_case
+    >>> from brainseg3d.preprocessing.skullstrip import strip_case
     >>> reg = register_case(case, "/tmp/reg")
     >>> stripped = strip_case(reg.case, "/tmp/strip")
     >>> stripped.report["brain_ml"], stripped.case.images["t1ce"]
@@ -68,7 +68,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from .core.cases import MODALITIES, Case, CaseError
+from brainseg3d.core.cases import MODALITIES, Case, CaseError
 
 __all__ = ["StrippedCase", "brain_mask", "mask_report", "strip_case"]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .core.components import PostprocessRegions, PostprocessRegionsd
+from brainseg3d.core.components import PostprocessRegions, PostprocessRegionsd
 
 __all__ = ["PostprocessRegions", "PostprocessRegionsd", "postprocess_regions"]
 

@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .core.labels import REGIONS
+from brainseg3d.core.labels import REGIONS
 
 __all__ = [
     "FEATURES",
@@ -124,7 +124,7 @@ def _member_masks(p: torch.Tensor, thresholds: Sequence[float], post: dict | Non
     post = post or {}
     mc, mf = int(post.get("min_component", 0)), float(post.get("min_fraction", 0.0))
     if (mc > 0 or mf > 0) and p.ndim >= 5 and mask.numel():
-        from .core.components import PostprocessRegions
+        from brainseg3d.core.components import PostprocessRegions
 
         rule = PostprocessRegions(int(np.ceil(mc / stride**3)), 0, (0.5, 0.5, 0.5), mf)
         mask = torch.stack([rule(m) for m in mask])

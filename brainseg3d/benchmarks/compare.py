@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.datalist import load_datalist
-from .evaluation import region_scores
-from .networks import volume_network
-from .training import load_config, train
-from .core.labels import REGIONS
-from .transforms import RegionsToLabels, preprocessing
+from brainseg3d.data.datalist import load_datalist
+from brainseg3d.evaluation.metrics import region_scores
+from brainseg3d.networks import volume_network
+from brainseg3d.training.trainer import load_config, train
+from brainseg3d.core.labels import REGIONS
+from brainseg3d.preprocessing.transforms import RegionsToLabels, preprocessing
 
 __all__ = ["evaluate_run", "compare"]
 

@@ -51,12 +51,12 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 
-from .data.datalist import load_datalist
-from .data.pool import fold_items
-from .data.slices import SliceDataset, VolumeCache
-from .networks import Autocast, bf16_supported, load_encoder_weights, volume_network
-from .core.labels import REGIONS
-from .transforms import preprocessing
+from brainseg3d.data.datalist import load_datalist
+from brainseg3d.data.pool import fold_items
+from brainseg3d.data.slices import SliceDataset, VolumeCache
+from brainseg3d.networks import Autocast, bf16_supported, load_encoder_weights, volume_network
+from brainseg3d.core.labels import REGIONS
+from brainseg3d.preprocessing.transforms import preprocessing
 
 __all__ = ["load_config", "train", "augmentation"]
 
@@ -283,7 +283,7 @@ def train(
         fold: cross-validation fold of a pool datalist (:mod:`brainseg3d.data.pool`): train on
             the other folds, validate on this one; the final weights (``final_model.pt``, not
             the best epoch, which would be chosen on the held-out cases) predict the held-out
-            cases into ``oof/`` (out-of-fold probabilities, see :mod:`brainseg3d.evaluation.cv`).
+            cases into ``oof/`` (out-of-fold probabilities, see :mod:`brainseg3d.evaluation.metrics.cv`).
         roots: pool root name -> folder, replacing the recorded ones.
     """
     ov = dict(overrides or {})

@@ -7,8 +7,8 @@ median over ``n`` cases.
 
 Pipelines:
 
-* ``ours[fp32|bf16][+tta][+mN][+noq]``: :class:`brainseg3d.inference.Predictor` via
-  :func:`brainseg3d.batch.segment_cases` (prefetching the next case, writing in background);
+* ``ours[fp32|bf16][+tta][+mN][+noq]``: :class:`brainseg3d.inference.predictor.Predictor` via
+  :func:`brainseg3d.inference.batch.segment_cases` (prefetching the next case, writing in background);
   ``+mN``: the first N ensemble members; ``+noq``: without the per-case quality estimate
   (to measure its cost).
 * ``reference``: the model-zoo ``brats_mri_segmentation`` inference recipe: SegResNet 3D
@@ -68,7 +68,7 @@ def reference_pipeline(out_dir: str, device: str = "cpu"):
         Spacingd,
     )
 
-    from .core.components import RegionsToLabelsd
+    from brainseg3d.core.components import RegionsToLabelsd
 
     torch.manual_seed(0)
     net = SegResNet(blocks_down=[1, 2, 2, 4], blocks_up=[1, 1, 1], init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2).to(device).eval()
@@ -103,7 +103,7 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
     """Run one pipeline over the cases in this (fresh) process; put the results on ``queue``."""
     import torch
 
-    from .core.cases import discover
+    from brainseg3d.core.cases import discover
 
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
@@ -129,8 +129,8 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
             run(c)
             times.append(time.perf_counter() - t0)
     else:
-        from .batch import segment_cases
-        from .inference import Predictor
+        from brainseg3d.inference.batch import segment_cases
+        from brainseg3d.inference.predictor import Predictor
 
         precision, tta = options["precision"], options.get("tta", False)
         predictor = Predictor(options.get("bundle"), device=options.get("device", "auto"), precision=precision, tta=tta,
@@ -175,7 +175,7 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
             import nibabel as nib
             import numpy as np
 
-            from .evaluation import region_scores
+            from brainseg3d.evaluation.metrics import region_scores
 
             rows = [region_scores(np.asarray(nib.load(f"{out}/{c.case_id}.nii.gz").dataobj), np.asarray(nib.load(str(c.label)).dataobj), case_id=c.case_id) for c in labelled]
             for r in ("WT", "TC", "ET"):
@@ -208,7 +208,7 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
     """Time the pipelines on ``n`` cases (+1 warm-up) under ``cases_root``; see the module doc."""
     import torch
 
-    from .core.cases import discover, inspect_case
+    from brainseg3d.core.cases import discover, inspect_case
 
     cases = [c for c in discover(cases_root) if inspect_case(c).ok][: n + 1]
     if len(cases) < 2:

@@ -12,7 +12,7 @@ The network definition, K and the label scheme come from the bundle's ``inferenc
 the CLI and ``python -m monai.bundle run`` build the same network from one config.
 
 Example:
-    >>> from brainseg3d.inference import Predictor
+    >>> from brainseg3d.inference.predictor import Predictor
     >>> predictor = Predictor()                      # the shipped bundle
     >>> result = predictor.segment_case(case)       # -> Prediction(label=Nifti1Image, report=dict)
 """
@@ -36,22 +36,22 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Invertd, NormalizeIntensity
 
-from . import __version__
-from .core.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case, is_nifti, nifti_copy
-from .core.checks import check_affine, check_handedness, check_headers, check_network_size, with_input_checks
-from .io import clean_stale, label_volumes_ml, make_workdir
-from .networks import bf16_supported, flip_mean_probability, member_network
-from .quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
-from .postprocessing import PostprocessRegions
-from .core.labels import LABEL_SCHEMES
-from .transforms import RegionsToLabels, preprocessing
+from brainseg3d import __version__
+from brainseg3d.core.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case, is_nifti, nifti_copy
+from brainseg3d.core.checks import check_affine, check_handedness, check_headers, check_network_size, with_input_checks
+from brainseg3d.io import clean_stale, label_volumes_ml, make_workdir
+from brainseg3d.networks import bf16_supported, flip_mean_probability, member_network
+from brainseg3d.inference.quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
+from brainseg3d.inference.postprocessing import PostprocessRegions
+from brainseg3d.core.labels import LABEL_SCHEMES
+from brainseg3d.preprocessing.transforms import RegionsToLabels, preprocessing
 
 __all__ = ["DEFAULT_BUNDLE", "Prediction", "Predictor", "load_bundle_network"]
 
 logger = logging.getLogger(__name__)
 
 #: the shipped bundle (in a source tree: bundles/ at the top; in an installed wheel: package data)
-DEFAULT_BUNDLE = (Path(__file__).parent / "_data" / "bundles" / "brats_mri_2p5d_segmentation").resolve()
+DEFAULT_BUNDLE = (Path(__file__).resolve().parents[1] / "_data" / "bundles" / "brats_mri_2p5d_segmentation").resolve()
 
 
 def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = "cpu", weights: bool = True,
@@ -167,11 +167,11 @@ class Predictor:
             they are on different grids, ``always`` registers every four-file case, ``never``
             reports different grids as an error.
         skull_strip: ``auto`` zeroes the four modalities outside a brain mask
-            (:mod:`brainseg3d.skullstrip`, after registration) when the reference modality
-            does not look skull-stripped (:func:`brainseg3d.registration.looks_skull_stripped`);
+            (:mod:`brainseg3d.preprocessing.skullstrip`, after registration) when the reference modality
+            does not look skull-stripped (:func:`brainseg3d.preprocessing.registration.looks_skull_stripped`);
             ``never`` leaves the input as it is (BraTS inputs are never stripped in ``auto``).
         quality: add a ``quality`` block to each report (predicted Dice per region, a review
-            flag and its reasons; :mod:`brainseg3d.quality`) when the bundle has a calibration
+            flag and its reasons; :mod:`brainseg3d.inference.quality`) when the bundle has a calibration
             (``configs/quality.json``).
         uncertainty: also return a per-voxel uncertainty map (uint8 percent on the input grid,
             0 = every member sure, 100 = a coin flip) as :attr:`Prediction.uncertainty`.
@@ -396,7 +396,7 @@ class Predictor:
             check_headers(case)  # singular affine, mirrored header: before any registration
         grids_differ = info.problem is not None and info.problem.startswith("modalities on different grids")
         if case.image4d is None and ((grids_differ and self.register == "auto") or (self.register == "always" and not case.problems)):
-            from .registration import register_case
+            from brainseg3d.preprocessing.registration import register_case
 
             workdir = workdir or str(make_workdir(self.workdir_root, case.case_id))
             try:
@@ -468,7 +468,7 @@ class Predictor:
             return None, {"applied": False, "reason": "skull_strip=never"}, workdir
         if case.image4d is not None:
             return None, {"applied": False, "reason": "a 4D single-file input is not checked or stripped"}, workdir
-        from .registration import looks_skull_stripped
+        from brainseg3d.preprocessing.registration import looks_skull_stripped
 
         if reg is not None:
             looks, why = reg.report["skull_stripped"]["looks_stripped"], reg.report["skull_stripped"]["reason"]
@@ -476,7 +476,7 @@ class Predictor:
             looks, why = looks_skull_stripped(case.images["t1ce" if "t1ce" in case.images else "flair"])
         if looks:  # the reference file's own check overrules the quick one on the brain box
             return None, {"applied": False, "reason": why}, workdir
-        from .skullstrip import strip_case
+        from brainseg3d.preprocessing.skullstrip import strip_case
 
         workdir = workdir or str(make_workdir(self.workdir_root, case.case_id))
         result = strip_case(case, Path(workdir) / "skullstrip", mask_path=Path(workdir) / "brain_mask.nii.gz")
@@ -521,7 +521,7 @@ class Predictor:
             if loaded.warnings:
                 pred.report.setdefault("warnings", []).extend(loaded.warnings)
             if loaded.registration is not None:
-                from .registration import resample_to_reference
+                from brainseg3d.preprocessing.registration import resample_to_reference
 
                 reg = loaded.registration
                 on_iso = Path(loaded.workdir) / "mask_iso.nii.gz"

@@ -35,7 +35,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-from .core.components import LabelToRegions, LabelToRegionsd, RegionsToLabels, RegionsToLabelsd, brain_mask
+from brainseg3d.core.components import LabelToRegions, LabelToRegionsd, RegionsToLabels, RegionsToLabelsd, brain_mask
 
 __all__ = [
     "LabelToRegions",

@@ -38,12 +38,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .data.pool import SOURCES
-from .evaluation import region_scores
-from .io import atomic_path, write_json
-from .postprocessing import postprocess_regions
-from .core.labels import REGIONS
-from .transforms import RegionsToLabels
+from brainseg3d.data.pool import SOURCES
+from brainseg3d.evaluation.metrics import region_scores
+from brainseg3d.io import atomic_path, write_json
+from brainseg3d.inference.postprocessing import postprocess_regions
+from brainseg3d.core.labels import REGIONS
+from brainseg3d.preprocessing.transforms import RegionsToLabels
 
 __all__ = ["train_folds", "load_oof", "score_oof", "summarize", "choose_postprocessing", "nested_postprocessing", "score_run"]
 
@@ -72,8 +72,8 @@ def train_folds(
     Returns:
         The training summary of each fold.
     """
-    from .data.pool import load_pool
-    from .training import config_name, load_config, train
+    from brainseg3d.data.pool import load_pool
+    from brainseg3d.training.trainer import config_name, load_config, train
 
     parser = load_config(config, overrides)
     name = config_name(parser, config)
@@ -103,7 +103,7 @@ class _FlipMean(torch.nn.Module):
         self.net = net
 
     def forward(self, x):
-        from .networks import flip_mean_probability
+        from brainseg3d.networks import flip_mean_probability
 
         return torch.logit(flip_mean_probability(self.net, x), eps=1e-6)
 
@@ -116,11 +116,11 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
     Returns:
         The number of cases predicted.
     """
-    from .data.pool import fold_items
-    from .data.slices import VolumeCache
-    from .networks import bf16_supported, volume_network
-    from .training import load_config, write_out_of_fold
-    from .transforms import preprocessing
+    from brainseg3d.data.pool import fold_items
+    from brainseg3d.data.slices import VolumeCache
+    from brainseg3d.networks import bf16_supported, volume_network
+    from brainseg3d.training.trainer import load_config, write_out_of_fold
+    from brainseg3d.preprocessing.transforms import preprocessing
 
     n = 0
     for fold_dir in sorted(Path(run).glob("fold*")):
@@ -415,7 +415,7 @@ def _run_facts(run: Path) -> dict:
 def _compare_lines(rows, name: str, evaluation: dict) -> list[str]:
     """Another model's ``brainseg3d evaluate`` scores against each run's out-of-fold scores
     on exactly the same cases, per source."""
-    from .data.pool import case_source
+    from brainseg3d.data.pool import case_source
 
     theirs = {r["case"]: r for r in evaluation["cases"]}
     lines = ["", f"## Same cases, other model: {name}", "",
@@ -554,13 +554,13 @@ def _plot_experiments(rows, path: Path) -> None:
 
 def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                 review_share: float = 0.25, poor: float = 0.75) -> dict:
-    """Fit and validate the per-case quality estimate (:mod:`brainseg3d.quality`) on a scored
+    """Fit and validate the per-case quality estimate (:mod:`brainseg3d.inference.quality`) on a scored
     CV run's out-of-fold predictions.
 
     Every case's features come from the fold model that never saw it, its true Dice from
     ``cv.csv`` (the chosen post-processing), the thresholds from ``postprocessing.json``.
     The validation is leave-one-out over these cases, for each candidate feature set (the
-    shipped one is :data:`~brainseg3d.quality.DEFAULT_FEATURES`).
+    shipped one is :data:`~brainseg3d.inference.quality.DEFAULT_FEATURES`).
 
     Writes ``<out>/quality.json`` (validation, per case) and ``quality.png`` (predicted vs true
     WT Dice); with ``bundle``, the calibration into ``<bundle>/configs/quality.json``.
@@ -568,7 +568,7 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
     Returns:
         ``{"calibration", "validation", "candidates"}``.
     """
-    from . import quality as Q
+    from brainseg3d.inference import quality as Q
 
     run = Path(run)
     out = Path(out or run)

@@ -70,9 +70,9 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
     """Time the network stage of the first usable case under ``cases_root`` (see the module doc)."""
     import numpy as np
 
-    from .core.components import neighbour_stack
-    from .core.cases import discover, inspect_case
-    from .inference import Predictor
+    from brainseg3d.core.components import neighbour_stack
+    from brainseg3d.core.cases import discover, inspect_case
+    from brainseg3d.inference.predictor import Predictor
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -123,7 +123,7 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
         return out
 
     ref = add(f"default fp32: brain box, {sb0} slices/pass, inference_mode", eager(crop_stack))
-    from .networks import bf16_supported
+    from brainseg3d.networks import bf16_supported
 
     has_bf16 = bf16_supported(torch.device("cpu"))
     if has_bf16:

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from .core.cases import discover
-from .io import atomic_path, write_json
-from .core.labels import REGIONS
-from .transforms import LabelToRegions
+from brainseg3d.core.cases import discover
+from brainseg3d.io import atomic_path, write_json
+from brainseg3d.core.labels import REGIONS
+from brainseg3d.preprocessing.transforms import LabelToRegions
 
 __all__ = ["EMPTY_HD95", "region_scores", "evaluate_folder"]
 

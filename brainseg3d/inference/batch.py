@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .core.cases import Case, CaseError
-from .inference import Prediction, Predictor
-from .io import (MASK_FORMATS, OutputError, check_writable_dir, clean_stale, describe_os_error, mask_format_for, mask_is_complete,
+from brainseg3d.core.cases import Case, CaseError
+from brainseg3d.inference.predictor import Prediction, Predictor
+from brainseg3d.io import (MASK_FORMATS, OutputError, check_writable_dir, clean_stale, describe_os_error, mask_format_for, mask_is_complete,
                  save_label_image, save_label_like, write_colour_table, write_json, write_preview)
 
 __all__ = ["CaseResult", "default_workers", "segment_cases", "output_path", "write_summary", "merge_summaries"]
@@ -268,7 +268,7 @@ def _background(pred: Prediction) -> np.ndarray:
     """The preview's grey-scale background: FLAIR (or the registration reference) on the mask grid."""
     import nibabel as nib
 
-    from .core.cases import channel_layout
+    from brainseg3d.core.cases import channel_layout
 
     arr = np.asarray(nib.load(str(pred.background)).dataobj, dtype=np.float32)
     if arr.ndim > 3:  # a 4D input: its FLAIR channel
