@@ -20,7 +20,7 @@ __all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_
 #: the package modules the bundle carries verbatim in ``scripts/`` (so it runs with MONAI alone):
 #: bundle path -> package path: all of :mod:`brainseg3d.core`, whose modules import only torch,
 #: MONAI, numpy, nibabel and each other (``checks`` imports ``.cases``, which is
-#: ``scripts/cases.py`` in the bundle; ``tests/test_core.py`` checks the rule).
+#: ``scripts/cases.py`` in the bundle; ``tests/test_bundle.py`` and ``tests/core/test_core.py`` check the rule).
 VENDORED = {
     "scripts/components.py": "core/components.py",
     "scripts/cases.py": "core/cases.py",

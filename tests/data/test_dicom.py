@@ -16,7 +16,7 @@ from brainseg3d.data.dicom import (
     match_modality,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BRATS = SHARED / "brats2018" / "Brats18_2013_11_1"
 TCGA = SHARED / "formats" / "TCGA-FG-6692_raw"
 

@@ -14,7 +14,7 @@ import torch
 from brainseg3d.cli import main, parse_shard
 from brainseg3d.data.datalist import make_datalist, write_datalist
 
-from .conftest import BRATS2018, REPO, copy_sample
+from ..conftest import BRATS2018, REPO, copy_sample
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 

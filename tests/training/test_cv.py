@@ -13,7 +13,7 @@ from brainseg3d.cli import main
 from brainseg3d.training.cv import choose_postprocessing, experiments_table, load_oof, quality_run, score_oof, score_run, summarize
 from brainseg3d.inference.predictor import load_bundle_network
 
-from .conftest import REPO, write_case
+from ..conftest import REPO, write_case
 
 
 def _oof_file(run: Path, fold: int, case: str, source: str, prob: np.ndarray, label: np.ndarray):

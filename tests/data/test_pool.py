@@ -12,7 +12,7 @@ from brainseg3d.cli import main
 from brainseg3d.data.pool import case_release, case_source, fold_items, load_pool, make_pool, parse_roots, stratified_folds, write_pool
 from brainseg3d.preprocessing.transforms import preprocessing
 
-from .conftest import BRATS2018, REPO, write_case
+from ..conftest import BRATS2018, REPO, write_case
 
 
 def _ids():

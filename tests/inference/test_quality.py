@@ -15,7 +15,7 @@ from brainseg3d.inference.predictor import Predictor
 from brainseg3d.networks import member_network
 from brainseg3d.core.labels import REGIONS
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 
 def _features(x: float) -> dict:

@@ -6,7 +6,7 @@ import pytest
 from brainseg3d.cli import main
 from brainseg3d.data.datalist import load_datalist, make_datalist, split_cases
 
-from .conftest import BRATS2018, REPO
+from ..conftest import BRATS2018, REPO
 
 
 def test_split_deterministic_disjoint_and_complete():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from brainseg3d.bundle import VENDORED, sync_bundle
 
-CORE = Path(__file__).resolve().parents[1] / "brainseg3d" / "core"
+CORE = Path(__file__).resolve().parents[2] / "brainseg3d" / "core"
 
 
 def test_every_core_module_is_vendored_in_the_bundle():

@@ -7,7 +7,7 @@ import pytest
 
 from brainseg3d.cli import main
 
-from .conftest import copy_sample
+from ..conftest import copy_sample
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from brainseg3d.core.cases import MODALITIES, CaseError, discover, inspect_case
 from brainseg3d.core.checks import check_image, check_network_size
 from brainseg3d.io import atomic_path, clean_stale, make_workdir, mask_is_complete
 
-from .conftest import REPO, write_case
+from ..conftest import REPO, write_case
 
 BUNDLE = REPO / "bundles" / "brats_mri_2p5d_segmentation"
 SHAPE = (40, 40, 32)  # the smallest comfortable size for the shipped network (in-plane >= 16 after cropping)
@@ -568,7 +568,7 @@ def test_failed_dicom_conversion_leaves_no_folder(tmp_path):
 
     from brainseg3d.data.dicom import dicom_case_to_nifti
 
-    from .test_dicom import DESCRIPTIONS, write_series
+    from ..data.test_dicom import DESCRIPTIONS, write_series
 
     vol = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 500, (6, 16, 16)).astype(np.int16))
     uids = {m: write_series(vol, tmp_path / "P1", DESCRIPTIONS[m]) for m in MODALITIES}

@@ -9,7 +9,7 @@ from brainseg3d.core.cases import discover
 from brainseg3d.evaluation.metrics import region_scores
 from brainseg3d.inference.predictor import Predictor
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from brainseg3d.core.cases import MODALITIES, CaseError, channel_layout, discover, inspect_case, split_name
 from brainseg3d.cli import main
 
-from .conftest import BRATS2018, FORMATS, write_case
+from ..conftest import BRATS2018, FORMATS, write_case
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from brainseg3d.core.cases import CaseError, discover
 from brainseg3d.preprocessing.registration import register_case, resample_to_reference
 from brainseg3d.preprocessing.skullstrip import brain_mask, strip_case
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TCGA = SHARED / "formats" / "TCGA-FG-6692_raw"
 BRATS = SHARED / "brats2018" / "Brats18_2013_11_1"
 MODS = ("t1", "t1ce", "t2", "flair")

@@ -10,7 +10,7 @@ from brainseg3d.cli import main
 from brainseg3d.data.datalist import make_datalist, write_datalist
 from brainseg3d.training.trainer import augmentation, load_config, train
 
-from .conftest import BRATS2018, REPO
+from ..conftest import BRATS2018, REPO
 
 CONFIGS = ["unet25d", "basicunet25d", "resnet34unet25d", "swinunetr25d", "segresnet3d"]
 

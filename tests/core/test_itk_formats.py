@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from brainseg3d.core.cases import Case, discover, is_nifti, load_image, nifti_copy
 from brainseg3d.io import mask_format_for, save_label_like
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 
 def _oblique(img: sitk.Image) -> sitk.Image:

@@ -22,7 +22,7 @@ from brainseg3d.preprocessing.registration import (
     resample_to_reference,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TCGA = SHARED / "formats" / "TCGA-FG-6692_raw"
 BRATS = SHARED / "brats2018" / "Brats18_2013_11_1"
 
