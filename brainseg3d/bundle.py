@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -123,6 +124,38 @@ def export_torchscript(bundle: str | os.PathLike | None = None) -> Path:
     return bundle / "models" / "model.ts"
 
 
+#: the network class the bundle's ensemble is built from (``ensemble_network_def``)
+BUNDLE_NETWORK = "monai.networks.nets.UNet"
+
+
+def network_from_run(run: str | os.PathLike) -> tuple[dict, int]:
+    """The network of a CV run as the bundle builds it: ``(UNet keyword arguments, k)`` from its
+    folds' ``config.yaml`` (the config as each fold ran), so ``cv export`` writes the run's own
+    architecture into the bundle, never the one the bundle had.
+
+    Raises:
+        FileNotFoundError: no ``fold*/config.yaml``.
+        ValueError: the folds differ in network or K, or the network is not a MONAI UNet (the
+            bundle's ensemble, ``ensemble_network_def``, is built from that class).
+    """
+    import yaml
+
+    configs = sorted(Path(run).glob("fold*/config.yaml"))
+    if not configs:
+        raise FileNotFoundError(f"no fold*/config.yaml under {run}")
+    found, net, k = set(), None, None
+    for path in configs:
+        cfg = yaml.safe_load(path.read_text())
+        net, k = dict(cfg.get("network") or {}), int(cfg.get("k", 1))  # the config's own key order
+        found.add((json.dumps(net, sort_keys=True), k))
+    if len(found) > 1:
+        raise ValueError(f"{run}: the folds were trained with different networks or K; export folds of one architecture")
+    target = net.pop("_target_", None)
+    if target != BUNDLE_NETWORK:
+        raise ValueError(f"{run}: the bundle's ensemble is built from {BUNDLE_NETWORK}; this run trains {target}")
+    return net, k
+
+
 def ensemble_network_def(unet: dict, members: int) -> dict:
     """The bundle config entries of an ensemble of ``members`` 2D networks built from ``unet``
     (keyword arguments of :class:`monai.networks.nets.UNet`) behind one SliceWise25D."""
@@ -173,7 +206,7 @@ def _post_entries(post: dict) -> dict:
 
 
 def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchscript: bool = True,
-                    postprocessing: dict | None = None, unet: dict | None = None, half: bool = True) -> Path:
+                    postprocessing: dict | None = None, unet: dict | None = None, half: bool = True, k: int | None = None) -> Path:
     """Make the bundle's network the mean of several trained 2D networks (e.g. the CV folds).
 
     Rewrites ``network_def`` (and ``members``, ``unet``, the post-processing setting) in the
@@ -184,7 +217,9 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         bundle: bundle folder (default: the shipped one).
         torchscript: also export ``models/model.ts``.
         postprocessing: ``{"thresholds": [...], "min_component": N, "min_fraction": F, "et_to_necrosis": M}`` to record.
-        unet: UNet keyword arguments (default: the ones the bundle has now).
+        unet: UNet keyword arguments (default: the ones the bundle has now; :func:`network_from_run`
+            gives a run's).
+        k: neighbour slices on each side (default: the bundle's).
         half: store the weights in ``model.pt`` as float16 (half the size in git; loading
             casts them back to the float32 network; TorchScript stays float32).
     """
@@ -196,10 +231,14 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
     if unet is None:
         unet = cfg.get("unet") or {k: v for k, v in cfg["network_def"]["net"].items() if k != "_target_"}
     entries = ensemble_network_def(unet, len(checkpoints))
+    if k is not None:
+        cfg["k"] = int(k)
     _write_json(cfg_path, _with_network(cfg, entries, _post_entries(postprocessing) if postprocessing else {}))
     train_cfg = bundle / "configs" / "train.json"
     if train_cfg.exists():  # train.json builds the same network, so checkpoints are interchangeable
         train = json.loads(train_cfg.read_text())
+        if k is not None and "k" in train:
+            train["k"] = int(k)
         _write_json(train_cfg, _with_network(train, entries, {"slice_batch": train.get("slice_batch", 32), "bf16": train.get("bf16", False)}))
     evaluate = bundle / "configs" / "evaluate.json"
     if postprocessing and evaluate.exists():  # evaluation post-processes as inference does

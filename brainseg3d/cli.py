@@ -180,7 +180,7 @@ def _cv_table(args) -> int:
 def _cv_export(args) -> int:
     import json as _json
 
-    from brainseg3d.bundle import export_ensemble
+    from brainseg3d.bundle import export_ensemble, network_from_run
 
     run = Path(args.run)
     folds = sorted(run.glob("fold*/final_model.pt"))
@@ -191,7 +191,9 @@ def _cv_export(args) -> int:
         raise FileNotFoundError(f"no fold*/final_model.pt under {run}")
     post = run / "postprocessing.json"
     post = _json.loads(post.read_text()) if post.exists() else None
-    print(export_ensemble(folds, args.bundle, torchscript=not args.no_torchscript, postprocessing=post, half=not args.fp32))
+    unet, k = network_from_run(run)  # the run's own architecture goes into the bundle
+    print(export_ensemble(folds, args.bundle, torchscript=not args.no_torchscript, postprocessing=post, half=not args.fp32,
+                          unet=unet, k=k))
     return 0
 
 

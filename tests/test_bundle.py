@@ -145,6 +145,48 @@ def test_bundle_sync_copies_and_checks_the_version(tmp_path):
 # ----------------------------------------------------------------------------- metadata
 
 
+def test_cv_export_writes_the_runs_own_architecture(tmp_path):
+    """A run of another UNet width and K exports as it was trained: the bundle's network_def
+    (inference.json and train.json) follows the run's config, and the weights load into it."""
+    import shutil
+
+    import yaml
+    from monai.networks.nets import UNet
+
+    from brainseg3d.bundle import export_ensemble, network_from_run
+    from brainseg3d.inference.predictor import load_bundle_network
+
+    run = tmp_path / "run"
+    net_cfg = {"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": "$4 * (2 * @k + 1)", "out_channels": 3,
+               "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1, "norm": "INSTANCE"}
+    for fold in (0, 1):
+        d = run / f"fold{fold}"
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({"k": 2, "network": net_cfg}, sort_keys=False))
+        torch.manual_seed(fold)
+        unet = UNet(spatial_dims=2, in_channels=20, out_channels=3, channels=[8, 16, 32], strides=[2, 2], num_res_units=1, norm="INSTANCE")
+        torch.save(unet.state_dict(), d / "final_model.pt")
+    unet_kwargs, k = network_from_run(run)
+    assert k == 2 and unet_kwargs["channels"] == [8, 16, 32] and "_target_" not in unet_kwargs
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("*.ts", "eval", "__pycache__"))
+    export_ensemble(sorted(run.glob("fold*/final_model.pt")), bundle, torchscript=False, unet=unet_kwargs, k=k)
+    for name in ("inference.json", "train.json"):
+        cfg = json.loads((bundle / "configs" / name).read_text())
+        assert cfg["k"] == 2 and cfg["unet"]["channels"] == [8, 16, 32] and cfg["members"] == 2, name
+    net, _ = load_bundle_network(bundle)
+    with torch.no_grad():
+        out = net(torch.rand(1, 4, 32, 32, 6))
+    assert out.shape == (1, 3, 32, 32, 6)
+    (run / "fold1" / "config.yaml").write_text(yaml.safe_dump({"k": 1, "network": net_cfg}))
+    with pytest.raises(ValueError, match="different networks or K"):
+        network_from_run(run)
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "config.yaml").write_text(yaml.safe_dump({"k": 1, "network": {"_target_": "monai.networks.nets.BasicUNet"}}))
+    with pytest.raises(ValueError, match="built from monai.networks.nets.UNet"):
+        network_from_run(run)
+
+
 def test_metadata_validates_against_schema():
     jsonschema = pytest.importorskip("jsonschema")
     if not SCHEMA.is_file():
