@@ -4,6 +4,11 @@
 # (for the web app's browser test) Debian's chromium + chromium-driver. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
+case "${1:-}" in
+    ""|test) ;;
+    *) echo "usage: bash setup.sh [test]   (unknown argument: $1)" >&2; exit 2 ;;
+esac
+[ $# -le 1 ] || { echo "usage: bash setup.sh [test]   (one argument at most)" >&2; exit 2; }
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
@@ -12,7 +17,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # pinned: an unpinned torch pulls a multi-GB CUDA build
-    .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+    if ! .venv/bin/python -m pip install -q "torch==2.13.0" >.venv/torch.log 2>&1; then
+        cat .venv/torch.log >&2
+        echo "setup.sh: installing torch 2.13.0 failed (log above, also in .venv/torch.log)" >&2
+        exit 1
+    fi
 fi
 EXTRAS=""
 [ "${1:-}" = "test" ] && EXTRAS="[test,web]"
