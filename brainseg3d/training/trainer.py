@@ -58,7 +58,7 @@ from brainseg3d.networks import Autocast, bf16_supported, load_encoder_weights, 
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.preprocessing.transforms import preprocessing
 
-__all__ = ["load_config", "train", "augmentation"]
+__all__ = ["load_config", "train", "TrainingRun", "augmentation"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,219 @@ def _init_distributed(dev: torch.device) -> tuple[bool, int, torch.device]:
     return True, dist.get_rank(), dev
 
 
+class TrainingRun:
+    """One training run as named steps (nnU-Net's trainer habit): override a step in a subclass
+    to change that part only. :func:`train` runs them in order:
+
+    :meth:`configure` (config, output folder, device, seed) -> :meth:`build_data` (volumes
+    preprocessed once, slice datasets, loaders) -> :meth:`build_components` (network, loss,
+    optimizer, schedule from the config) -> :meth:`build_evaluator` (per-volume validation) ->
+    :meth:`build_trainer` (the Ignite engine) -> :meth:`attach_handlers` (epoch resampling,
+    validation, time budget, metrics log, checkpoints, resume, progress) -> ``trainer.run()`` ->
+    :meth:`finish` (final weights, out-of-fold predictions, summary).
+    """
+
+    def __init__(self, config, output=None, max_epochs=None, max_steps=None, resume=None, dataset_dir=None, device="auto",
+                 overrides=None, max_val_cases=None, progress=True, fold=None, roots=None):
+        self.config, self.output, self.max_steps, self.resume = config, output, max_steps, resume
+        self.dataset_dir, self.device_name, self.max_val_cases, self.progress, self.roots = dataset_dir, device, max_val_cases, progress, roots
+        self.overrides = dict(overrides or {})
+        if fold is not None:
+            self.overrides["data#fold"] = int(fold)
+        if max_epochs is not None:
+            self.overrides["train#max_epochs"] = int(max_epochs)
+
+    def configure(self) -> None:
+        """The config (over the base recipe), the output folder, the device (DDP under
+        torchrun) and the seed; rank 0 writes the config as run."""
+        self.parser = parser = load_config(self.config, self.overrides)
+        self.name = config_name(parser, self.config)
+        self.fold = parser.get("data", {}).get("fold")
+        self.out_dir = Path(self.output or Path("runs") / self.name / (f"fold{self.fold}" if self.fold is not None else ""))
+        self.distributed, rank, self.dev = _init_distributed(resolve_device(self.device_name))
+        self.main_rank = rank == 0
+        self.progress = self.progress and self.main_rank
+        if self.main_rank:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))  # the config as run
+        self.seed = int(parser.get("seed", 0))
+        set_determinism(self.seed)
+        self.mode, self.k = parser.get("mode", "2.5d"), int(parser.get("k", 0))
+        self.data_cfg = parser.get_parsed_content("data")
+        self.train_cfg = parser.get_parsed_content("train")
+        self.patch = list(self.data_cfg["patch"])
+        self.bf16 = bool(self.train_cfg.get("bf16", False)) and bf16_supported(self.dev)
+
+    def build_data(self) -> None:
+        """Each volume preprocessed once; 2.5D slice (or 3D patch) training set, whole-volume
+        validation set; DDP samplers; loaders."""
+        data_cfg, seed = self.data_cfg, self.seed
+        datalist = data_cfg["datalist"]
+        if self.fold is not None:
+            tr_items, va_items = fold_items(datalist, int(self.fold), {**(data_cfg.get("roots") or {}), **(self.roots or {})})
+            va_items = va_items[: self.max_val_cases]
+        else:
+            tr_items = load_datalist(datalist, "training", self.dataset_dir or data_cfg.get("dataset_dir"))
+            va_items = load_datalist(datalist, "validation", self.dataset_dir or data_cfg.get("dataset_dir"))[: self.max_val_cases]
+        pre = preprocessing(["image", "label"], normalize=data_cfg.get("normalize", "zscore"))
+        tr_cache = VolumeCache(tr_items, pre, progress=self.progress)
+        self.va_items, self.va_cache = va_items, VolumeCache(va_items, pre, progress=self.progress)
+        aug = Compose(self.parser.get_parsed_content("augmentation")) if "augmentation" in self.parser.get() else augmentation(self.mode, self.patch)
+        if self.mode == "2.5d":
+            self.tr_ds = SliceDataset(tr_cache, k=self.k, tumour_ratio=data_cfg.get("tumour_ratio", 0.7), transform=aug, seed=seed)
+        else:
+            self.tr_ds = Dataset([{"image": i, "label": y} for i, y in zip(tr_cache.images, tr_cache.labels)], transform=aug)
+        gen = torch.Generator().manual_seed(seed)
+        va_ds = Dataset([{"image": i, "label": y} for i, y in zip(self.va_cache.images, self.va_cache.labels)])
+        self.tr_sampler = va_sampler = None
+        if self.distributed:
+            from monai.data import DistributedSampler
+
+            self.tr_sampler = DistributedSampler(self.tr_ds, shuffle=True, seed=seed)
+            va_sampler = DistributedSampler(va_ds, shuffle=False, even_divisible=False)
+        batch = int(self.train_cfg["batch_size"])
+        self.tr_loader = DataLoader(self.tr_ds, batch_size=batch, shuffle=self.tr_sampler is None, sampler=self.tr_sampler, num_workers=0,
+                                    generator=gen, drop_last=len(self.tr_ds) > batch)
+        self.va_loader = DataLoader(va_ds, batch_size=1, num_workers=0, sampler=va_sampler)
+
+    def build_components(self) -> None:
+        """Network, loss, optimizer and schedule: config components (defaults: ``recipe.yaml``)."""
+        parser, train_cfg = self.parser, self.train_cfg
+        self.n_epochs = int(train_cfg["max_epochs"])
+        self.epoch_length = len(self.tr_loader)
+        if self.max_steps:
+            self.epoch_length = min(self.epoch_length, int(self.max_steps))
+            self.n_epochs = max(1, math.ceil(int(self.max_steps) / self.epoch_length))
+        parser["train#max_epochs"] = self.n_epochs  # before anything is instantiated (setting resets the parser)
+        parser["train#weight_decay"] = float(train_cfg.get("weight_decay", 1e-5))
+        self.net = parser.get_parsed_content("network").to(self.dev)
+        load_encoder_weights(self.net, train_cfg.get("encoder_weights"))
+        self.loss = parser.get_parsed_content("loss")
+        self.opt = parser.get_parsed_content("optimizer")
+        self.sched = parser.get_parsed_content("lr_scheduler")
+
+    def build_evaluator(self) -> None:
+        """Per-volume validation: every slice of a case predicted, the volume rebuilt, MONAI
+        Dice per region; the best mean Dice is kept as ``best_model.pt``."""
+        if self.mode == "2.5d":
+            self.eval_net = volume_network(self.net, self.mode, k=self.k, bf16=self.bf16, divisible=int(self.parser.get("divisible", 16)))
+            val_inferer = SimpleInferer()
+        else:
+            self.eval_net = volume_network(self.net, self.mode, bf16=self.bf16)
+            val_inferer = SlidingWindowInferer(roi_size=self.patch, sw_batch_size=2, overlap=0.25)
+        self.start = time.time()
+        self.evaluator = SupervisedEvaluator(
+            device=self.dev,
+            val_data_loader=self.va_loader,
+            network=self.eval_net,
+            inferer=val_inferer,
+            postprocessing=Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=0.5)]),
+            key_val_metric={"val_mean_dice": MeanDice(include_background=True, output_transform=from_engine(["pred", "label"]))},
+            additional_metrics={f"val_dice_{r}": MeanDice(output_transform=_region_output(i)) for i, r in enumerate(REGIONS)},
+            val_handlers=[
+                CheckpointSaver(str(self.out_dir), {"network": self.net}, save_key_metric=True, key_metric_filename="best_model.pt"),
+            ] if self.main_rank else None,
+        )
+
+    def build_trainer(self) -> None:
+        """The Ignite engine (bfloat16 autocast where the device has it, DDP under torchrun)."""
+        train_net = Autocast(self.net, enabled=self.bf16)
+        if self.distributed:
+            train_net = torch.nn.parallel.DistributedDataParallel(train_net, device_ids=[self.dev] if self.dev.type == "cuda" else None)
+        self.trainer = SupervisedTrainer(
+            device=self.dev,
+            max_epochs=self.n_epochs,
+            epoch_length=self.epoch_length,
+            train_data_loader=self.tr_loader,
+            network=train_net,
+            optimizer=self.opt,
+            loss_function=self.loss,
+            inferer=SimpleInferer(),
+            train_handlers=[LrScheduleHandler(self.sched, print_lr=False)],
+        )
+
+    def attach_handlers(self) -> None:
+        """Epoch resampling, validation, the time budget, the metrics log, checkpoints every
+        epoch, resume and the progress bar."""
+        trainer, evaluator, mode, tr_ds, tr_sampler = self.trainer, self.evaluator, self.mode, self.tr_ds, self.tr_sampler
+
+        @trainer.on(Events.EPOCH_STARTED)
+        def _new_epoch(engine):
+            if mode == "2.5d":
+                tr_ds.resample(engine.state.epoch)  # same draw on every rank (seeded by epoch)
+            if tr_sampler is not None:
+                tr_sampler.set_epoch(engine.state.epoch)
+
+        val_interval = int(self.train_cfg.get("val_interval", 1))
+        ValidationHandler(interval=val_interval, validator=evaluator).attach(trainer)
+        budget = self.train_cfg.get("max_minutes")
+        cpu_budget = self.train_cfg.get("max_cpu_minutes")
+        self.cpu_start = cpu_start = time.process_time()
+        start = self.start
+
+        @trainer.on(Events.EPOCH_COMPLETED)
+        def _stop_on_budget_or_end(engine):
+            last = engine.state.epoch == engine.state.max_epochs
+            over = budget is not None and (time.time() - start) / 60 > float(budget)
+            over = over or (cpu_budget is not None and (time.process_time() - cpu_start) / 60 > float(cpu_budget))
+            if (last or over) and engine.state.epoch % val_interval != 0:
+                evaluator.run(engine.state.epoch)  # always score the final weights
+            if over:
+                logger.info("time budget reached at epoch %d", engine.state.epoch)
+                engine.terminate()
+
+        self.log = MetricsLog(self.out_dir, evaluator, self.opt, start)
+        ckpt = {"network": self.net, "optimizer": self.opt, "lr_scheduler": self.sched, "trainer": trainer}
+        if self.main_rank:
+            self.log.attach(trainer)
+            CheckpointSaver(str(self.out_dir), ckpt, save_interval=1, n_saved=1, final_filename="checkpoint.pt", save_final=True,
+                            epoch_level=True, file_prefix="epoch").attach(trainer)
+        if self.resume:
+            CheckpointLoader(str(self.resume), ckpt, map_location=self.dev).attach(trainer)
+        if self.progress:
+            ProgressBar(persist=False, desc=self.name).attach(trainer, output_transform=lambda o: {"loss": float((o[0] if isinstance(o, list) else o)["loss"])})
+
+    def finish(self) -> dict:
+        """The final weights (``final_model.pt``), the out-of-fold predictions of a finished
+        fold, and the run's summary (``summary.json``)."""
+        trainer, net, out_dir = self.trainer, self.net, self.out_dir
+        if self.main_rank:
+            torch.save(net.state_dict(), out_dir / "final_model.pt")
+            if self.fold is not None and trainer.state.epoch >= self.n_epochs:
+                write_out_of_fold(self.eval_net, self.va_items, self.va_cache, out_dir / "oof", self.dev)
+        minutes = (time.time() - self.start) / 60
+        best = max((r for r in self.log.rows if not math.isnan(r["val_mean_dice"])), key=lambda r: r["val_mean_dice"], default=None)
+        summary = {
+            "name": self.name,
+            "config": " ".join(config_paths(self.config)),
+            "mode": self.mode,
+            "k": self.k,
+            "epochs": trainer.state.epoch,
+            "iterations": trainer.state.iteration,
+            "train_minutes": round(minutes, 2),
+            "train_cpu_minutes": round((time.process_time() - self.cpu_start) / 60, 2),
+            "best_epoch": best["epoch"] if best else None,
+            "best_val_dice": {r: best[f"val_dice_{r}"] for r in REGIONS} | {"mean": best["val_mean_dice"]} if best else None,
+            "validation_cases": [it["case"] for it in self.va_items],
+            "fold": self.fold,
+            "final_model": str(out_dir / "final_model.pt"),
+            "bf16": self.bf16,
+            "device": str(self.dev),
+            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+            "best_model": str(out_dir / "best_model.pt"),
+            "params": sum(p.numel() for p in net.parameters()),
+        }
+        summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.main_rank:
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+        return summary
+
+
 def train(
     config: str | os.PathLike,
     output: str | os.PathLike | None = None,
@@ -263,6 +476,7 @@ def train(
     progress: bool = True,
     fold: int | None = None,
     roots: dict | None = None,
+    run_class: type[TrainingRun] = TrainingRun,
 ) -> dict:
     """Train the model a config describes; return a summary (best Dice, paths, minutes).
 
@@ -271,7 +485,7 @@ def train(
     ranks, metrics are gathered across ranks, and rank 0 alone writes checkpoints and logs.
 
     Args:
-        config: experiment YAML (see ``configs/``).
+        config: experiment YAML (see ``configs/``), or several merged key by key.
         output: output folder (default ``runs/<config name>``).
         max_epochs: override ``train#max_epochs``.
         max_steps: stop after this many iterations in all (smoke runs).
@@ -283,174 +497,16 @@ def train(
         fold: cross-validation fold of a pool datalist (:mod:`brainseg3d.data.pool`): train on
             the other folds, validate on this one; the final weights (``final_model.pt``, not
             the best epoch, which would be chosen on the held-out cases) predict the held-out
-            cases into ``oof/`` (out-of-fold probabilities, see :mod:`brainseg3d.evaluation.metrics.cv`).
+            cases into ``oof/`` (out-of-fold probabilities, see :mod:`brainseg3d.training.cv`).
         roots: pool root name -> folder, replacing the recorded ones.
+        run_class: the :class:`TrainingRun` (a subclass overrides single steps).
     """
-    ov = dict(overrides or {})
-    if fold is not None:
-        ov["data#fold"] = int(fold)
-    if max_epochs is not None:
-        ov["train#max_epochs"] = int(max_epochs)
-    parser = load_config(config, ov)
-    name = config_name(parser, config)
-    fold = parser.get("data", {}).get("fold")
-    out_dir = Path(output or Path("runs") / name / (f"fold{fold}" if fold is not None else ""))
-    distributed, rank, dev = _init_distributed(resolve_device(device))
-    main_rank = rank == 0
-    progress = progress and main_rank
-    if main_rank:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))  # the config as run
-    seed = int(parser.get("seed", 0))
-    set_determinism(seed)
-    mode, k = parser.get("mode", "2.5d"), int(parser.get("k", 0))
-    data_cfg = parser.get_parsed_content("data")
-    train_cfg = parser.get_parsed_content("train")
-    patch = list(data_cfg["patch"])
-    bf16 = bool(train_cfg.get("bf16", False)) and bf16_supported(dev)
-
-    # data: each volume preprocessed once
-    datalist = data_cfg["datalist"]
-    if fold is not None:
-        tr_items, va_items = fold_items(datalist, int(fold), {**(data_cfg.get("roots") or {}), **(roots or {})})
-        va_items = va_items[:max_val_cases]
-    else:
-        tr_items = load_datalist(datalist, "training", dataset_dir or data_cfg.get("dataset_dir"))
-        va_items = load_datalist(datalist, "validation", dataset_dir or data_cfg.get("dataset_dir"))[:max_val_cases]
-    pre = preprocessing(["image", "label"], normalize=data_cfg.get("normalize", "zscore"))
-    tr_cache = VolumeCache(tr_items, pre, progress=progress)
-    va_cache = VolumeCache(va_items, pre, progress=progress)
-    aug = Compose(parser.get_parsed_content("augmentation")) if "augmentation" in parser.get() else augmentation(mode, patch)
-    if mode == "2.5d":
-        tr_ds = SliceDataset(tr_cache, k=k, tumour_ratio=data_cfg.get("tumour_ratio", 0.7), transform=aug, seed=seed)
-    else:
-        tr_ds = Dataset([{"image": i, "label": y} for i, y in zip(tr_cache.images, tr_cache.labels)], transform=aug)
-    gen = torch.Generator().manual_seed(seed)
-    va_ds = Dataset([{"image": i, "label": y} for i, y in zip(va_cache.images, va_cache.labels)])
-    tr_sampler = va_sampler = None
-    if distributed:
-        from monai.data import DistributedSampler
-
-        tr_sampler = DistributedSampler(tr_ds, shuffle=True, seed=seed)
-        va_sampler = DistributedSampler(va_ds, shuffle=False, even_divisible=False)
-    batch = int(train_cfg["batch_size"])
-    tr_loader = DataLoader(tr_ds, batch_size=batch, shuffle=tr_sampler is None, sampler=tr_sampler, num_workers=0, generator=gen, drop_last=len(tr_ds) > batch)
-    va_loader = DataLoader(va_ds, batch_size=1, num_workers=0, sampler=va_sampler)
-
-    # network, loss, optimizer, schedule: config components (defaults: brainseg3d/recipe.yaml)
-    n_epochs = int(train_cfg["max_epochs"])
-    epoch_length = len(tr_loader)
-    if max_steps:
-        epoch_length = min(epoch_length, int(max_steps))
-        n_epochs = max(1, math.ceil(int(max_steps) / epoch_length))
-    parser["train#max_epochs"] = n_epochs  # before anything is instantiated (setting resets the parser)
-    parser["train#weight_decay"] = float(train_cfg.get("weight_decay", 1e-5))
-    net = parser.get_parsed_content("network").to(dev)
-    load_encoder_weights(net, train_cfg.get("encoder_weights"))
-    loss = parser.get_parsed_content("loss")
-    opt = parser.get_parsed_content("optimizer")
-    sched = parser.get_parsed_content("lr_scheduler")
-
-    if mode == "2.5d":
-        eval_net = volume_network(net, mode, k=k, bf16=bf16, divisible=int(parser.get("divisible", 16)))
-        val_inferer = SimpleInferer()
-    else:
-        eval_net = volume_network(net, mode, bf16=bf16)
-        val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=2, overlap=0.25)
-    start = time.time()
-    evaluator = SupervisedEvaluator(
-        device=dev,
-        val_data_loader=va_loader,
-        network=eval_net,
-        inferer=val_inferer,
-        postprocessing=Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=0.5)]),
-        key_val_metric={"val_mean_dice": MeanDice(include_background=True, output_transform=from_engine(["pred", "label"]))},
-        additional_metrics={f"val_dice_{r}": MeanDice(output_transform=_region_output(i)) for i, r in enumerate(REGIONS)},
-        val_handlers=[
-            CheckpointSaver(str(out_dir), {"network": net}, save_key_metric=True, key_metric_filename="best_model.pt"),
-        ] if main_rank else None,
-    )
-    train_net = Autocast(net, enabled=bf16)
-    if distributed:
-        train_net = torch.nn.parallel.DistributedDataParallel(train_net, device_ids=[dev] if dev.type == "cuda" else None)
-    trainer = SupervisedTrainer(
-        device=dev,
-        max_epochs=n_epochs,
-        epoch_length=epoch_length,
-        train_data_loader=tr_loader,
-        network=train_net,
-        optimizer=opt,
-        loss_function=loss,
-        inferer=SimpleInferer(),
-        train_handlers=[LrScheduleHandler(sched, print_lr=False)],
-    )
-    @trainer.on(Events.EPOCH_STARTED)
-    def _new_epoch(engine):
-        if mode == "2.5d":
-            tr_ds.resample(engine.state.epoch)  # same draw on every rank (seeded by epoch)
-        if tr_sampler is not None:
-            tr_sampler.set_epoch(engine.state.epoch)
-
-    val_interval = int(train_cfg.get("val_interval", 1))
-    ValidationHandler(interval=val_interval, validator=evaluator).attach(trainer)
-    budget = train_cfg.get("max_minutes")
-    cpu_budget = train_cfg.get("max_cpu_minutes")
-    cpu_start = time.process_time()
-
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def _stop_on_budget_or_end(engine):
-        last = engine.state.epoch == engine.state.max_epochs
-        over = budget is not None and (time.time() - start) / 60 > float(budget)
-        over = over or (cpu_budget is not None and (time.process_time() - cpu_start) / 60 > float(cpu_budget))
-        if (last or over) and engine.state.epoch % val_interval != 0:
-            evaluator.run(engine.state.epoch)  # always score the final weights
-        if over:
-            logger.info("time budget reached at epoch %d", engine.state.epoch)
-            engine.terminate()
-
-    log = MetricsLog(out_dir, evaluator, opt, start)
-    ckpt = {"network": net, "optimizer": opt, "lr_scheduler": sched, "trainer": trainer}
-    if main_rank:
-        log.attach(trainer)
-        CheckpointSaver(str(out_dir), ckpt, save_interval=1, n_saved=1, final_filename="checkpoint.pt", save_final=True, epoch_level=True, file_prefix="epoch").attach(trainer)
-    if resume:
-        CheckpointLoader(str(resume), ckpt, map_location=dev).attach(trainer)
-    if progress:
-        ProgressBar(persist=False, desc=name).attach(trainer, output_transform=lambda o: {"loss": float((o[0] if isinstance(o, list) else o)["loss"])})
-    trainer.run()
-    if main_rank:
-        torch.save(net.state_dict(), out_dir / "final_model.pt")
-        if fold is not None and trainer.state.epoch >= n_epochs:
-            write_out_of_fold(eval_net, va_items, va_cache, out_dir / "oof", dev)
-
-    minutes = (time.time() - start) / 60
-    best = max((r for r in log.rows if not math.isnan(r["val_mean_dice"])), key=lambda r: r["val_mean_dice"], default=None)
-    summary = {
-        "name": name,
-        "config": " ".join(config_paths(config)),
-        "mode": mode,
-        "k": k,
-        "epochs": trainer.state.epoch,
-        "iterations": trainer.state.iteration,
-        "train_minutes": round(minutes, 2),
-        "train_cpu_minutes": round((time.process_time() - cpu_start) / 60, 2),
-        "best_epoch": best["epoch"] if best else None,
-        "best_val_dice": {r: best[f"val_dice_{r}"] for r in REGIONS} | {"mean": best["val_mean_dice"]} if best else None,
-        "validation_cases": [it["case"] for it in va_items],
-        "fold": fold,
-        "final_model": str(out_dir / "final_model.pt"),
-        "bf16": bf16,
-        "device": str(dev),
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-        "best_model": str(out_dir / "best_model.pt"),
-        "params": sum(p.numel() for p in net.parameters()),
-    }
-    summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
-    if main_rank:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-    return summary
+    run = run_class(config, output, max_epochs, max_steps, resume, dataset_dir, device, overrides, max_val_cases, progress, fold, roots)
+    run.configure()
+    run.build_data()
+    run.build_components()
+    run.build_evaluator()
+    run.build_trainer()
+    run.attach_handlers()
+    run.trainer.run()
+    return run.finish()
