@@ -243,7 +243,7 @@ VIEWERS = {
 def viewer(res: dict, disp: dict, case, image_key: str) -> dict:
     """Viewer, modality, opacity and overlay controls and the views; returns the settings."""
     labels = res["display"]
-    mods, zooms, gt = disp["mods"], disp["zooms"], disp["gt"]
+    gt = disp["gt"]
     shape = labels.shape
     if gt is not None and gt.shape != shape:
         gt = None

@@ -24,7 +24,6 @@ at the start and at the end of the batch: it must not grow.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -34,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 __all__ = ["run_benchmark", "reference_pipeline"]
 

@@ -20,7 +20,6 @@ as an error row with its reason, never skipped silently.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import warnings

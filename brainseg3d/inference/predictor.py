@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -34,13 +33,14 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Invertd, NormalizeIntensity
+from monai.transforms import NormalizeIntensity
 
-from brainseg3d import __version__
-from brainseg3d.core.cases import MODALITIES, Case, CaseError, channel_layout, inspect_case, is_nifti, nifti_copy
-from brainseg3d.core.checks import check_affine, check_handedness, check_headers, check_network_size, with_input_checks
-from brainseg3d.io import clean_stale, label_volumes_ml, make_workdir
+from brainseg3d.core.cases import MODALITIES, Case, CaseError, channel_layout
+from brainseg3d.core.checks import check_affine, check_handedness, check_network_size, with_input_checks
+from brainseg3d.io import clean_stale
 from brainseg3d.networks import bf16_supported, flip_mean_probability, member_network
+from brainseg3d.inference.export import Prediction, finish_case, to_input_grid
+from brainseg3d.inference.prepare import LoadedCase, _case_error, _root_cause, prepare_case
 from brainseg3d.inference.quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
 from brainseg3d.inference.postprocessing import PostprocessRegions
 from brainseg3d.core.labels import LABEL_SCHEMES
@@ -112,37 +112,6 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
         except RuntimeError as e:
             raise ValueError(f"the model weights {path} do not fit the bundle's network_def: {str(e).splitlines()[0]}") from e
     return net.to(device).eval(), parser
-
-
-@dataclasses.dataclass
-class LoadedCase:
-    """A case read and preprocessed, ready for the network (see :meth:`Predictor.load`)."""
-
-    case_id: str
-    data: dict
-    chain: object
-    reference: nib.Nifti1Image  # header image of the grid the mask is written on
-    registration: object | None = None  # RegisteredCase when the modalities were registered
-    workdir: str | None = None
-    seconds: float = 0.0
-    files: list | None = None
-    skull_strip: dict | None = None  # brain extraction report (skullstrip.strip_case)
-    looks_stripped: bool = True  # the (final) input fills < 90 % of its brain box
-    estimate: dict | None = None  # quality features and uncertainty map (Predictor.predict_loaded)
-    warnings: list = dataclasses.field(default_factory=list)  # input checks / discovery: into the report
-    grid_file: Path | None = None  # the user's file (any format) whose grid the mask is on
-
-
-@dataclasses.dataclass
-class Prediction:
-    """A segmented case: the label image on the input's grid and its report."""
-
-    label: nib.Nifti1Image
-    report: dict
-    image: torch.Tensor | None = None  # the preprocessed input
-    background: Path | None = None  # a modality file on the mask's grid (for previews)
-    uncertainty: nib.Nifti1Image | None = None  # uint8 percent on the mask's grid (Predictor(uncertainty=True))
-    grid_file: Path | None = None  # the input file whose grid the mask is on (for outputs in its format)
 
 
 class Predictor:
@@ -326,162 +295,18 @@ class Predictor:
 
     def _finish(self, label: torch.Tensor, data: dict, chain, reference, case_id: str, t0: float,
                 estimate: dict | None = None) -> Prediction:
-        """CPU post-processing of :meth:`predict`'s label map: invert the preprocessing onto the
-        input grid, build the NIfTI and the report (and the uncertainty map when estimated)."""
-        image = data["image"]
-        label = MetaTensor(label, meta=image.meta, applied_operations=image.applied_operations)
-        inv = Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)({"pred": label, "image": image})
-        arr = np.asarray(inv["pred"][0].numpy(), dtype=np.uint8)
-        unc = None
-        if estimate and estimate.get("uncertainty") is not None:
-            u = MetaTensor(estimate["uncertainty"], meta=image.meta, applied_operations=image.applied_operations)
-            unc = np.asarray(Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)(
-                {"pred": u, "image": image})["pred"][0].numpy(), dtype=np.uint8)
-        if reference is not None:
-            if arr.shape != tuple(reference.shape[:3]):
-                raise CaseError(case_id, f"internal error: mask shape {arr.shape} != input shape {reference.shape[:3]}")
-            affine = reference.affine
-            hdr = reference.header.copy()
-        else:
-            affine = np.asarray(inv["pred"].affine, dtype=np.float64)
-            hdr = None
-        out = nib.Nifti1Image(arr, affine, hdr)
-        out.set_data_dtype(np.uint8)
-        voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-        report = {
-            "case": case_id,
-            "model": self.model_name,
-            "model_version": self.model_version,
-            "brainseg3d_version": __version__,
-            "labels": self.labels,
-            "precision": self.precision,
-            "tta": self.tta,
-            "postprocessing": {"thresholds": self.thresholds, "min_component": self.min_component,
-                               "min_fraction": self.min_fraction, "et_to_necrosis": self.et_to_necrosis},
-            "device": str(self.device),
-            "shape": list(arr.shape),
-            "voxel_ml": voxel_ml,
-            "volumes": label_volumes_ml(arr, voxel_ml, self.et_label),
-            "seconds_inference": round(time.perf_counter() - t0, 3),
-        }
-        pred = Prediction(out, report, image)
-        if unc is not None:
-            pred.uncertainty = nib.Nifti1Image(unc, affine, None if hdr is None else hdr.copy())
-            pred.uncertainty.set_data_dtype(np.uint8)
-        return pred
+        """:func:`brainseg3d.inference.export.to_input_grid`."""
+        return to_input_grid(self, label, data, chain, reference, case_id, t0, estimate)
 
     def load(self, case: Case) -> LoadedCase:
-        """Read and preprocess a case (registering its modalities first when needed).
+        """Read and preprocess a case (registering its modalities first when needed):
+        :func:`brainseg3d.inference.prepare.prepare_case`.
 
         Raises:
             CaseError: naming the case and the problem (missing modality, unreadable file,
                 different grids with ``register="never"``, NaN values, ...).
         """
-        t0 = time.perf_counter()
-        original, reg, workdir = case, None, None
-        if not all(is_nifti(f) for f in [*case.images.values(), case.image4d, case.label] if f is not None):
-            workdir = str(make_workdir(self.workdir_root, case.case_id))  # NRRD / MetaImage: read through ITK into NIfTI
-            try:
-                case = nifti_copy(case, Path(workdir) / "input_nifti")
-            except Exception:
-                shutil.rmtree(workdir, ignore_errors=True)
-                raise
-        info = inspect_case(case)
-        warnings = [*case.warnings, *info.warnings]
-        for w in info.warnings:
-            logger.warning("%s: %s", case.case_id, w)
-        if case.label is not None and not info.label_ok:  # not needed to segment: never registered or read
-            case = dataclasses.replace(case, label=None)
-        if not case.problems and (info.ok or info.problem.startswith("modalities on different grids")):
-            check_headers(case)  # singular affine, mirrored header: before any registration
-        grids_differ = info.problem is not None and info.problem.startswith("modalities on different grids")
-        if case.image4d is None and ((grids_differ and self.register == "auto") or (self.register == "always" and not case.problems)):
-            from brainseg3d.preprocessing.registration import register_case
-
-            workdir = workdir or str(make_workdir(self.workdir_root, case.case_id))
-            try:
-                reg = register_case(case, workdir)
-            except Exception:
-                shutil.rmtree(workdir, ignore_errors=True)
-                raise
-            logger.info("%s: registered to %s: %s", case.case_id, reg.reference, reg.report.get("summary", ""))
-            case, info = reg.case, inspect_case(reg.case)
-        if not info.ok:
-            if workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
-            raise CaseError(case.case_id, info.problem)
-        files = case.modality_files()
-        grid_file = (original.images.get(reg.reference) if reg is not None else original.modality_files()[0])
-        reference = nib.load(str(files[0]))
-        channel_dim = None
-        if case.image4d is not None and channel_layout(reference.shape) == "first":
-            channel_dim = 0
-            reference = nib.Nifti1Image(np.zeros(reference.shape[1:4], np.uint8), reference.affine, None)
-        elif case.image4d is not None:
-            reference = nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine, reference.header.copy())
-        chain = self.chain(channel_dim)
-        try:
-            data = self._preprocess(chain, case, files)
-            warnings += data.pop("input_warnings", [])
-            # brain extraction only for inputs that do not look skull-stripped: registered raw
-            # scans (checked during registration) or a preprocessed image whose brain box is full
-            if self.skull_strip == "never":
-                looks, strip_report = True, {"applied": False, "reason": "skull_strip=never"}
-            else:
-                looks = reg.report["skull_stripped"]["looks_stripped"] if reg is not None else _looks_skull_stripped(data["image"])
-                strip_report = {"applied": False, "reason": "input looks skull-stripped"}
-            if not looks:
-                stripped, strip_report, workdir = self._strip(case, reg, workdir)
-                if stripped is not None:
-                    data = self._preprocess(chain, case, stripped.modality_files())
-        except Exception:
-            if workdir:
-                shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
-            raise
-        return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report,
-                          looks_stripped=_looks_skull_stripped(data["image"]), warnings=warnings, grid_file=grid_file)
-
-    def _preprocess(self, chain, case: Case, files) -> dict:
-        try:
-            data = chain({"image": [str(f) for f in files] if case.image4d is None else str(files[0]), "case": case.case_id})
-        except Exception as e:
-            check = _case_error(e)
-            if check is not None:  # an input check (brainseg3d.core.checks): its own message
-                raise check from e
-            raise CaseError(case.case_id, f"cannot read or preprocess: {_root_cause(e)}") from e
-        img = data["image"]
-        if img.shape[0] != 4:
-            raise CaseError(case.case_id, f"expected 4 modality channels, got {img.shape[0]}")
-        if not torch.isfinite(img).all():
-            raise CaseError(case.case_id, "image holds NaN or infinite values")
-        check_network_size(img.shape[1:], case.case_id)
-        return data
-
-    def _strip(self, case: Case, reg, workdir: str | None):
-        """Brain extraction when ``skull_strip="auto"`` and the input does not look skull-stripped.
-
-        Returns ``(stripped case or None, report, workdir)``; the stripped files go to
-        ``<workdir>/skullstrip/`` and the mask to ``<workdir>/brain_mask.nii.gz`` (a new
-        temporary workdir when there was none; removed by :meth:`segment_loaded`).
-        """
-        if self.skull_strip == "never":
-            return None, {"applied": False, "reason": "skull_strip=never"}, workdir
-        if case.image4d is not None:
-            return None, {"applied": False, "reason": "a 4D single-file input is not checked or stripped"}, workdir
-        from brainseg3d.preprocessing.registration import looks_skull_stripped
-
-        if reg is not None:
-            looks, why = reg.report["skull_stripped"]["looks_stripped"], reg.report["skull_stripped"]["reason"]
-        else:
-            looks, why = looks_skull_stripped(case.images["t1ce" if "t1ce" in case.images else "flair"])
-        if looks:  # the reference file's own check overrules the quick one on the brain box
-            return None, {"applied": False, "reason": why}, workdir
-        from brainseg3d.preprocessing.skullstrip import strip_case
-
-        workdir = workdir or str(make_workdir(self.workdir_root, case.case_id))
-        result = strip_case(case, Path(workdir) / "skullstrip", mask_path=Path(workdir) / "brain_mask.nii.gz")
-        logger.info("%s: skull-stripped, brain mask %.0f ml", case.case_id, result.report["brain_ml"])
-        return result.case, {**result.report, "reason": why}, workdir
+        return prepare_case(self, case)
 
     def segment_loaded(self, loaded: LoadedCase) -> Prediction:
         """Segment a :class:`LoadedCase`; the mask goes on the input grid (for a registered
@@ -512,62 +337,8 @@ class Predictor:
 
     def finish_loaded(self, loaded: LoadedCase, label: torch.Tensor, t0: float | None = None) -> Prediction:
         """Post-process :meth:`predict_loaded`'s label map into the :class:`Prediction` on the
-        input grid (inverting the preprocessing, resampling a registered case back)."""
-        t0 = time.perf_counter() if t0 is None else t0
-        try:
-            pred = self._finish(label, loaded.data, loaded.chain, loaded.reference, loaded.case_id, t0, loaded.estimate)
-            pred.report["seconds_load"] = round(loaded.seconds, 3)
-            pred.grid_file = loaded.grid_file
-            if loaded.warnings:
-                pred.report.setdefault("warnings", []).extend(loaded.warnings)
-            if loaded.registration is not None:
-                from brainseg3d.preprocessing.registration import resample_to_reference
-
-                reg = loaded.registration
-                on_iso = Path(loaded.workdir) / "mask_iso.nii.gz"
-                nib.save(pred.label, str(on_iso))
-                out = resample_to_reference(on_iso, reg.reference_path, Path(loaded.workdir) / "mask_ref.nii.gz")
-                img = nib.load(str(out))
-                pred.label = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.uint8), img.affine, img.header)
-                if pred.uncertainty is not None:  # uint8 percent: nearest neighbour, as the mask
-                    nib.save(pred.uncertainty, str(Path(loaded.workdir) / "unc_iso.nii.gz"))
-                    u = nib.load(str(resample_to_reference(Path(loaded.workdir) / "unc_iso.nii.gz", reg.reference_path,
-                                                           Path(loaded.workdir) / "unc_ref.nii.gz")))
-                    pred.uncertainty = nib.Nifti1Image(np.asarray(u.dataobj, dtype=np.uint8), u.affine, u.header)
-                voxel_ml = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
-                pred.report.update(
-                    shape=list(img.shape),
-                    voxel_ml=voxel_ml,
-                    volumes=label_volumes_ml(np.asarray(pred.label.dataobj), voxel_ml, self.et_label),
-                    registration=reg.report,
-                    output_grid=f"reference modality {reg.reference} ({Path(reg.reference_path).name})",
-                )
-                pred.background = Path(reg.reference_path)
-            elif loaded.files:
-                pred.background = Path(loaded.files[-1])  # FLAIR, or the 4D file
-            stripped = loaded.looks_stripped
-            pred.report["skull_stripped"] = stripped  # the input the network saw (after any stripping)
-            if loaded.skull_strip is not None:
-                pred.report["skull_strip"] = loaded.skull_strip
-                if loaded.skull_strip.get("applied"):  # said, never silent: the input was changed
-                    msg = (f"the input did not look skull-stripped ({loaded.skull_strip.get('reason', '')}); brainseg3d "
-                           f"removed the skull (brain mask {loaded.skull_strip.get('brain_ml', 0):.0f} ml) before segmenting "
-                           "(--skull-strip never keeps the input as it is)")
-                    pred.report.setdefault("warnings", []).append(msg)
-                    logger.warning("%s: %s", loaded.case_id, msg)
-                if loaded.skull_strip.get("warning"):
-                    pred.report.setdefault("warnings", []).append(loaded.skull_strip["warning"])
-            if not stripped:
-                msg = "input does not look skull-stripped; the model was trained on skull-stripped BraTS images"
-                pred.report.setdefault("warnings", []).append(msg)
-                logger.warning("%s: %s", loaded.case_id, msg)
-            extra = []
-            if loaded.registration is not None:
-                extra.append("the modalities were on different grids and were registered before segmentation")
-            self._add_estimate(pred, loaded.estimate, extra)
-            return pred
-        finally:
-            self.discard(loaded)
+        input grid: :func:`brainseg3d.inference.export.finish_case`."""
+        return finish_case(self, loaded, label, t0)
 
     def segment_case(self, case: Case) -> Prediction:
         """Segment a discovered case; the label image has the input's exact shape and affine."""
@@ -619,23 +390,3 @@ class Predictor:
         return self.segment_data(data, chain, reference, case_id)
 
 
-def _looks_skull_stripped(image: torch.Tensor, max_fill: float = 0.9) -> bool:
-    """Skull-stripped BraTS brains fill ~50-70 % of their bounding box (exact zeros outside);
-    a raw scan's noise and skull fill nearly all of it."""
-    fill = float((image != 0).any(0).float().mean())
-    return fill < max_fill
-
-
-def _case_error(e: BaseException) -> CaseError | None:
-    """The :class:`CaseError` an input check raised inside a transform chain (MONAI wraps it)."""
-    while e is not None:
-        if isinstance(e, CaseError):
-            return e
-        e = e.__cause__
-    return None
-
-
-def _root_cause(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return f"{type(e).__name__}: {e}"

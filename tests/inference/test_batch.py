@@ -1,9 +1,7 @@
 """`brainseg3d segment` on batches: bad inputs reported by name, good cases still written,
 resume, atomic writes (a killed batch leaves no partial mask)."""
 
-import gzip
 import json
-import os
 import signal
 import subprocess
 import sys

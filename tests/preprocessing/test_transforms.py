@@ -6,7 +6,7 @@ import torch
 from brainseg3d.core.cases import discover, inspect_case
 from brainseg3d.preprocessing.transforms import LabelToRegions, RegionsToLabels, preprocessing
 
-from ..conftest import FORMATS, write_case
+from ..conftest import FORMATS
 
 
 def _load(case, keys=("image", "label")):

@@ -220,7 +220,6 @@ def test_quality_fitted_on_out_of_fold_predictions(tmp_path):
     shape = (3, 20, 20, 20)
     gt = np.zeros(shape, bool)
     gt[:] = _cube(shape[1:], 4, 14)
-    rng = np.random.default_rng(0)
     for i in range(8):
         prob = gt.astype(np.float32)
         prob[:, 4 : 4 + i] = 0.3  # the mask misses more of the tumour, where the model hesitates (p < 0.5)
