@@ -62,7 +62,7 @@ def version(package: str) -> str:
 
 def ensure_torchvision() -> str:
     """Import torchvision, or register the stand-in described in the module docstring."""
-    probe = subprocess.run([sys.executable, "-c", "import torchvision.utils"], capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, "-c", "import torchvision.utils"], capture_output=True, text=True, encoding="utf-8", errors="replace")
     if probe.returncode == 0:
         return f"torchvision {version('torchvision')}"
     lines = [ln for ln in probe.stderr.strip().splitlines() if ln.strip()]
@@ -103,7 +103,7 @@ def bundle_run_reference(bundle: Path, case_dir: Path, work: Path) -> Path:
     out = work / "bundle_run"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json")]
     cmd += ["--bundle_root", str(bundle), "--dataset_dir", str(work / "cases"), "--output_dir", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=work)
     if proc.returncode != 0:
         raise RuntimeError(f"monai.bundle run failed:\n{proc.stderr[-3000:]}")
     return out / f"{case_dir.name}.nii.gz"

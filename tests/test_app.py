@@ -441,7 +441,7 @@ def _app_server(tmp_path, **env_vars):
     log = open(tmp_path / "streamlit.log", "w")
     code = "import sys; from brainseg3d.app.launch import launch; sys.exit(launch(port=0))"
     env = dict(os.environ, TMPDIR=str(tmp_path), **env_vars)  # the session's upload folder goes under tmp_path
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=log, text=True, encoding="utf-8", errors="replace", cwd=REPO,
                             env=env, start_new_session=True)
     try:
         address = proc.stdout.readline().strip()

@@ -80,7 +80,7 @@ def bundle_cmd(configs: list[Path], **overrides) -> list[str]:
 
 def run_bundle(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """Run outside the bundle folder (cwd elsewhere): the bundle must not depend on the cwd."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 

@@ -339,7 +339,7 @@ def small_fs(path: Path, size: str = "1m", readonly: bool = False):
     """A tmpfs mounted at ``path`` (root only); skips the test where mounting is not allowed."""
     path.mkdir(parents=True, exist_ok=True)
     opts = f"size={size}" + (",ro" if readonly else "")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True, encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a small file system here ({proc.stderr.strip() or 'mount failed'}): needs root in a container that allows mounts")
     try:
@@ -475,7 +475,7 @@ def test_two_concurrent_runs_on_one_folder(tmp_path):
         good(src, f"Shard_{i}", seed=i)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "brainseg3d", "segment", str(src), str(out), "--quiet", "--members", "1"]
-    procs = [subprocess.Popen(cmd + ["--shard", f"{k}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    procs = [subprocess.Popen(cmd + ["--shard", f"{k}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", cwd=REPO)
              for k in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -605,7 +605,7 @@ def test_bundle_run_skips_bad_cases_and_writes_the_others(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
            "--bundle_root", str(BUNDLE), "--dataset_dir", str(inputs), "--output_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["A_good.nii.gz", "D_good.nii.gz"]

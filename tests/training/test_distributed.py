@@ -33,7 +33,7 @@ def test_ddp_train_two_cpu_processes(shared, tmp_path):
     cmd = TORCHRUN + ["-m", "brainseg3d", "train", str(REPO / "configs" / "unet25d.yaml"), "--output", str(out),
                       "--max-steps", "2", "--quiet", "--device", "cpu", "--set", f"data#datalist={dl}", "--set", "data#patch=[64, 64]",
                       "--set", "train#batch_size=2", "--set", "train#val_interval=1"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)  # printed once, by rank 0
     assert summary["world_size"] == 2 and summary["iterations"] == 2
@@ -65,7 +65,7 @@ def test_sharded_inference_matches_single_process(tmp_path):
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert main(["segment", str(src), str(single), "--quiet", "--precision", "fp32"]) == 0
     cmd = TORCHRUN + ["-m", "brainseg3d", "segment", str(src), str(sharded), "--quiet", "--precision", "fp32"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     shards = [json.loads(p.read_text()) for p in sorted(sharded.glob("summary.shard-*.json"))]
     per_rank = [{c["case_id"] for c in s["cases"]} for s in shards]
