@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
-from brainseg3d import __version__
 from brainseg3d.core.cases import CaseError
 from brainseg3d.io import label_volumes_ml
 
 from brainseg3d.inference.prepare import LoadedCase
+from brainseg3d.inference.report import add_warnings, new_report
 
 __all__ = ["Prediction", "to_input_grid", "finish_case"]
 
@@ -63,22 +63,8 @@ def to_input_grid(predictor, label: torch.Tensor, data: dict, chain, reference, 
     out = nib.Nifti1Image(arr, affine, hdr)
     out.set_data_dtype(np.uint8)
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-    report = {
-        "case": case_id,
-        "model": predictor.model_name,
-        "model_version": predictor.model_version,
-        "brainseg3d_version": __version__,
-        "labels": predictor.labels,
-        "precision": predictor.precision,
-        "tta": predictor.tta,
-        "postprocessing": {"thresholds": predictor.thresholds, "min_component": predictor.min_component,
-                           "min_fraction": predictor.min_fraction, "et_to_necrosis": predictor.et_to_necrosis},
-        "device": str(predictor.device),
-        "shape": list(arr.shape),
-        "voxel_ml": voxel_ml,
-        "volumes": label_volumes_ml(arr, voxel_ml, predictor.et_label),
-        "seconds_inference": round(time.perf_counter() - t0, 3),
-    }
+    report = new_report(case_id, predictor, arr.shape, voxel_ml, label_volumes_ml(arr, voxel_ml, predictor.et_label),
+                        round(time.perf_counter() - t0, 3))
     pred = Prediction(out, report, image)
     if unc is not None:
         pred.uncertainty = nib.Nifti1Image(unc, affine, None if hdr is None else hdr.copy())
@@ -95,7 +81,7 @@ def finish_case(predictor, loaded: LoadedCase, label: torch.Tensor, t0: float | 
         pred.report["seconds_load"] = round(loaded.seconds, 3)
         pred.grid_file = loaded.grid_file
         if loaded.warnings:
-            pred.report.setdefault("warnings", []).extend(loaded.warnings)
+            add_warnings(pred.report, loaded.warnings)
         if loaded.registration is not None:
             from brainseg3d.preprocessing.registration import resample_to_reference
 
@@ -129,13 +115,13 @@ def finish_case(predictor, loaded: LoadedCase, label: torch.Tensor, t0: float | 
                 msg = (f"the input did not look skull-stripped ({loaded.skull_strip.get('reason', '')}); brainseg3d "
                        f"removed the skull (brain mask {loaded.skull_strip.get('brain_ml', 0):.0f} ml) before segmenting "
                        "(--skull-strip never keeps the input as it is)")
-                pred.report.setdefault("warnings", []).append(msg)
+                add_warnings(pred.report, [msg])
                 logger.warning("%s: %s", loaded.case_id, msg)
             if loaded.skull_strip.get("warning"):
-                pred.report.setdefault("warnings", []).append(loaded.skull_strip["warning"])
+                add_warnings(pred.report, [loaded.skull_strip["warning"]])
         if not stripped:
             msg = "input does not look skull-stripped; the model was trained on skull-stripped BraTS images"
-            pred.report.setdefault("warnings", []).append(msg)
+            add_warnings(pred.report, [msg])
             logger.warning("%s: %s", loaded.case_id, msg)
         extra = []
         if loaded.registration is not None:

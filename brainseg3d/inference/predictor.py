@@ -41,6 +41,7 @@ from brainseg3d.io import clean_stale
 from brainseg3d.networks import bf16_supported, flip_mean_probability, member_network
 from brainseg3d.inference.export import Prediction, finish_case, to_input_grid
 from brainseg3d.inference.prepare import LoadedCase, _case_error, _root_cause, prepare_case
+from brainseg3d.inference.report import add_warnings
 from brainseg3d.inference.quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
 from brainseg3d.inference.postprocessing import PostprocessRegions
 from brainseg3d.core.labels import LABEL_SCHEMES
@@ -289,7 +290,7 @@ class Predictor:
         label, estimate = self._predict(data["image"])
         pred = self._finish(label, data, chain, reference, case_id, t0, estimate)
         if data.get("input_warnings"):
-            pred.report.setdefault("warnings", []).extend(data["input_warnings"])
+            add_warnings(pred.report, data["input_warnings"])
         self._add_estimate(pred, estimate)
         return pred
 
