@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from brainseg3d.core.labels import LABEL_SCHEMES
+from brainseg3d.io import OUTPUT_FORMATS
 
 __all__ = ["main"]
 
@@ -589,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cases read/preprocessed in parallel ahead of inference (default: 1 on CPU, up to 12 on a GPU)")
     s.add_argument("--shard", default=None, metavar="I/N", help="segment only cases I, I+N, ... (0-based; under torchrun: the rank)")
     s.add_argument("--preview", action="store_true", help="write <case>.png overlay montages")
-    s.add_argument("--output-format", choices=("nifti", "input", "nrrd", "mha"), default="nifti",
+    s.add_argument("--output-format", choices=OUTPUT_FORMATS, default="nifti",
                    help="also write the mask as NRRD or MetaImage (uint8, the input's ITK geometry) beside <case>.nii.gz; "
                         "'input': in the input files' format (NRRD / MetaImage inputs, as 3D Slicer saves them)")
     s.add_argument("--colour-table", action="store_true", help="write a 3D Slicer colour table beside the masks")

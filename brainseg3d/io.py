@@ -24,6 +24,7 @@ from brainseg3d.core.labels import LABEL_COLOURS, LABEL_NAMES
 __all__ = [
     "OutputError",
     "MASK_FORMATS",
+    "OUTPUT_FORMATS",
     "mask_format_for",
     "save_label_like",
     "check_writable_dir",
@@ -238,6 +239,8 @@ def save_label_image(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
 
 #: output formats of a mask besides NIfTI (single-file ones: the write is atomic)
 MASK_FORMATS = {"nrrd": ".nrrd", "mha": ".mha"}
+#: ``--output-format`` choices: NIfTI only (default), also the input's format, or also NRRD / MetaImage
+OUTPUT_FORMATS = ("nifti", "input", *MASK_FORMATS)
 
 
 def mask_format_for(path: str | os.PathLike) -> str | None:
@@ -251,10 +254,11 @@ def mask_format_for(path: str | os.PathLike) -> str | None:
     return None
 
 
-def save_label_like(img: nib.Nifti1Image, like: str | os.PathLike, path: str | os.PathLike) -> Path:
+def save_label_like(img: nib.Nifti1Image, path: str | os.PathLike, like: str | os.PathLike | None = None) -> Path:
     """Write a label map atomically in ``path``'s format (``.nrrd`` or ``.mha``, uint8,
-    compressed) with the ITK geometry (origin, spacing, direction) of the image file ``like``:
-    the mask opens on that image in 3D Slicer or ITK-SNAP.
+    compressed) on its own grid: with the ITK geometry (origin, spacing, direction) of the image
+    file ``like`` when given (the mask then opens on that image in 3D Slicer or ITK-SNAP),
+    else the geometry of ``img``'s affine.
 
     Raises:
         ValueError: the mask is not on ``like``'s grid (shape or affine differ), or its
@@ -262,26 +266,25 @@ def save_label_like(img: nib.Nifti1Image, like: str | os.PathLike, path: str | o
     """
     import SimpleITK as sitk
 
+    from brainseg3d.core.cases import itk_ras_affine
+
     data = np.asarray(img.dataobj)
     if data.min() < 0 or data.max() > 255:
         raise ValueError(f"label values outside uint8: {data.min()}..{data.max()}")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(like))
-    reader.ReadImageInformation()
-    dim = min(reader.GetDimension(), 3)
-    size = tuple(reader.GetSize()[:dim])
-    spacing, origin = reader.GetSpacing()[:dim], reader.GetOrigin()[:dim]
-    direction = np.asarray(reader.GetDirection(), np.float64).reshape(reader.GetDimension(), reader.GetDimension())[:dim, :dim]
-    lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(spacing)
-    lps[:3, 3] = origin
-    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    if tuple(data.shape[:3]) != size or not np.allclose(ras, img.affine, atol=1e-3):
-        raise ValueError(f"the mask (shape {data.shape[:3]}) is not on the grid of {Path(like).name} (shape {size}): not written")
+    if like is not None:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(like))
+        reader.ReadImageInformation()
+        size = tuple(reader.GetSize()[:3])
+        if tuple(data.shape[:3]) != size or not np.allclose(itk_ras_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin()),
+                                                             img.affine, atol=1e-3):
+            raise ValueError(f"the mask (shape {data.shape[:3]}) is not on the grid of {Path(like).name} (shape {size}): not written")
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(img.affine, np.float64)  # RAS -> ITK's LPS
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
     out = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data.astype(np.uint8), (2, 1, 0))))
-    out.SetSpacing(spacing)
-    out.SetOrigin(origin)
-    out.SetDirection(tuple(direction.ravel()))
+    out.SetSpacing(tuple(float(x) for x in spacing))
+    out.SetOrigin(tuple(float(x) for x in lps[:3, 3]))
+    out.SetDirection(tuple(float(x) for x in (lps[:3, :3] / spacing).ravel()))
     with atomic_path(path) as tmp:
         sitk.WriteImage(out, str(tmp), True)
     return Path(path)

@@ -309,18 +309,22 @@ def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, tuple[float, float, fl
     return np.asanyarray(can.dataobj), tuple(float(z) for z in can.header.get_zooms()[:3])
 
 
+def _channel(img: nib.Nifti1Image, i: int) -> np.ndarray:
+    """Channel ``i`` of a 4D image (channel-last, a 5D (X, Y, Z, 1, 4) file, or channel-first), float32."""
+    arr = np.asanyarray(img.dataobj)
+    if channel_layout(arr.shape) == "last":
+        return np.asarray(arr.reshape(arr.shape[:3] + (-1,))[..., i], np.float32)
+    return np.asarray(arr.reshape((arr.shape[0],) + arr.shape[1:4])[i], np.float32)
+
+
 def display_modalities(case: Case) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
     """Each modality as a uint8 RAS volume (for the viewer's background), and the voxel size."""
     out: dict[str, np.ndarray] = {}
     zooms = (1.0, 1.0, 1.0)
     if case.image4d is not None:
         img = load_image(case.image4d)
-        arr = np.asanyarray(img.dataobj)
-        layout = channel_layout(arr.shape)
-        arr = arr.reshape(arr.shape[:3] + (-1,)) if layout == "last" else arr.reshape((arr.shape[0],) + arr.shape[1:4])
         for i, m in enumerate(MODALITIES):
-            ch = arr[..., i] if layout == "last" else arr[i]
-            vol, zooms = _canonical(nib.Nifti1Image(np.asarray(ch, np.float32), img.affine))
+            vol, zooms = _canonical(nib.Nifti1Image(_channel(img, i), img.affine))
             out[m] = to_uint8(vol)
     else:
         for m in MODALITIES:
@@ -592,10 +596,7 @@ def niivue_background(case: Case, modality: str) -> tuple[bytes, str]:
         path = Path(case.images[modality])
         return path.read_bytes(), path.name
     img = load_image(case.image4d)
-    arr = np.asanyarray(img.dataobj)
-    i = MODALITIES.index(modality)
-    ch = arr.reshape(arr.shape[:3] + (-1,))[..., i] if channel_layout(arr.shape) == "last" else arr.reshape((arr.shape[0],) + arr.shape[1:4])[i]
-    return nifti_bytes(np.asarray(ch, np.float32), img.affine), f"{case.case_id}_{modality}.nii.gz"
+    return nifti_bytes(_channel(img, MODALITIES.index(modality)), img.affine), f"{case.case_id}_{modality}.nii.gz"
 
 
 def niivue_layers(

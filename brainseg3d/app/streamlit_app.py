@@ -289,13 +289,11 @@ def niivue_view(res: dict, case, image_key: str, modality: str, opacity: float, 
     cache = res.setdefault("niivue", {})
     if cache.get("background", (None,))[0] != modality:
         cache["background"] = (modality, core.niivue_background(case, modality))
-    layers_key = (mode, region, round(float(opacity), 2))
-    if cache.get("layers", (None,))[0] != layers_key:
-        layers = core.niivue_layers(res["display"], res["display_affine"], mode, gt, region, res.get("uncertainty"), opacity)
-        cache["layers"] = (layers_key, layers)
+    if cache.get("layers", (None,))[0] != (mode, region):  # the volumes; the opacity is only a field
+        cache["layers"] = ((mode, region), core.niivue_layers(res["display"], res["display_affine"], mode, gt, region, res.get("uncertainty")))
     data, name = cache["background"][1]
     niivue_viewer(
-        nifti_data=data, filename=name, overlays=cache["layers"][1], height=680, view_mode="multiplanar", styled=True,
+        nifti_data=data, filename=name, overlays=[{**layer, "opacity": float(opacity)} for layer in cache["layers"][1]], height=680, view_mode="multiplanar", styled=True,
         settings={"crosshair": True, "radiological": convention == "radiological", "interpolation": False, "colorbar": False},
         update_interval_ms=None, key=f"niivue-{image_key}-{modality}-{convention}",
     )

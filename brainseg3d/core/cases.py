@@ -49,6 +49,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "is_nifti",
     "load_image",
+    "itk_ras_affine",
     "nifti_copy",
     "Case",
     "CaseError",
@@ -111,6 +112,15 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(NIFTI_EXTENSIONS)
 
 
+def itk_ras_affine(direction, spacing, origin) -> np.ndarray:
+    """The NIfTI (RAS) affine of an ITK geometry (LPS; the first three axes of a 4D one)."""
+    n = int(round(len(direction) ** 0.5))
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(direction, np.float64).reshape(n, n)[:3, :3] * np.asarray(spacing[:3], np.float64)
+    lps[:3, 3] = origin[:3]
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
 def load_image(path: str | os.PathLike) -> nib.Nifti1Image:
     """Any image file of :data:`IMAGE_EXTENSIONS` as a NIfTI image (for NRRD / MetaImage: in
     memory, the array in x, y, z order and the RAS affine of the file's ITK geometry).
@@ -131,17 +141,12 @@ def load_image(path: str | os.PathLike) -> nib.Nifti1Image:
         import SimpleITK as sitk
 
         img = sitk.ReadImage(str(path))
-        dim = min(img.GetDimension(), 3)
         arr = sitk.GetArrayFromImage(img)  # scalar (z, y, x) or (t, z, y, x); vector (z, y, x, c)
         if img.GetNumberOfComponentsPerPixel() > 1:
             array = np.transpose(arr, (2, 1, 0, 3))
         else:
             array = np.transpose(arr, tuple(range(arr.ndim))[::-1])  # (x, y, z[, t])
-        direction = np.asarray(img.GetDirection(), np.float64).reshape(img.GetDimension(), img.GetDimension())[:dim, :dim]
-        lps = np.eye(4)
-        lps[:3, :3] = direction * np.asarray(img.GetSpacing()[:dim])
-        lps[:3, 3] = img.GetOrigin()[:dim]
-        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+        affine = itk_ras_affine(img.GetDirection(), img.GetSpacing(), img.GetOrigin())
     return nib.Nifti1Image(np.asarray(array), affine)
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from brainseg3d.core.cases import Case, CaseError
 from brainseg3d.inference.predictor import Prediction, Predictor
-from brainseg3d.io import (MASK_FORMATS, OutputError, check_writable_dir, clean_stale, describe_os_error, mask_format_for, mask_is_complete,
+from brainseg3d.io import (MASK_FORMATS, OUTPUT_FORMATS, OutputError, check_writable_dir, clean_stale, describe_os_error, mask_format_for, mask_is_complete,
                  save_label_image, save_label_like, write_colour_table, write_json, write_preview)
 
 __all__ = ["CaseResult", "default_workers", "segment_cases", "output_path", "write_summary", "merge_summaries"]
@@ -57,10 +57,6 @@ def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: 
     Returns the mask's path and the report's ``quality`` block (or ``None``)."""
     pred = predictor.finish_loaded(loaded, label, t0)
     return _write(pred, case, out_dir, preview, predictor.labels, output_format), pred.report.get("quality")
-
-
-#: ``--output-format`` choices: NIfTI only (default), also the input's format, or also NRRD / MetaImage
-OUTPUT_FORMATS = ("nifti", "input", *MASK_FORMATS)
 
 
 def _extra_format(pred: Prediction, output_format: str) -> str | None:
@@ -100,15 +96,8 @@ def _write(pred: Prediction, case: Case, out_dir: Path, preview: bool, labels: s
         fmt = _extra_format(pred, output_format)
         if fmt is not None:
             written.append(out_dir / f"{case_id}{MASK_FORMATS[fmt]}")
-            like = pred.grid_file if pred.grid_file is not None and mask_format_for(pred.grid_file) else None
-            if like is None:  # a NIfTI input: the mask's own geometry
-                like = save_label_image(pred.label, out_dir / f".{case_id}.geometry.nii.gz")
-                try:
-                    save_label_like(pred.label, like, written[-1])
-                finally:
-                    like.unlink(missing_ok=True)
-            else:
-                save_label_like(pred.label, like, written[-1])
+            like = pred.grid_file if pred.grid_file is not None and mask_format_for(pred.grid_file) else None  # NIfTI: its affine
+            save_label_like(pred.label, written[-1], like)
         save_label_image(pred.label, path)
     except BaseException as e:
         for f in written:

@@ -42,6 +42,7 @@ from brainseg3d.data.pool import SOURCES
 from brainseg3d.evaluation.metrics import region_scores
 from brainseg3d.io import atomic_path, write_json
 from brainseg3d.inference.postprocessing import postprocess_regions
+from brainseg3d.core.components import small_components
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.preprocessing.transforms import RegionsToLabels
 
@@ -271,10 +272,9 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
         raw = _nest(np.stack([item["prob"][i] > thresholds[i] for i in range(3)]))
         lab, n = ndimage.label(raw[0], structure=np.ones((3,) * raw[0].ndim, bool))
         sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
         for a, mc in enumerate(mcs):
             for f, frac in enumerate(fracs):
-                keep = sizes >= max(mc, frac * sizes.max()) if n else sizes > 0
+                keep = ~small_components(sizes, mc, frac)  # the rule PostprocessRegions applies
                 keep[0] = False
                 r = raw & keep[lab][None]
                 wt, tc, et = _dice(r[0], gt[0]), _dice(r[1], gt[1]), _dice(r[2], gt[2])

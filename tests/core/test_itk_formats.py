@@ -86,9 +86,18 @@ def test_mask_not_on_the_grid_is_never_written(tmp_path):
     sitk.WriteImage(flair, str(tmp_path / "f.nrrd"))
     wrong = nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4))
     with pytest.raises(ValueError, match="not on the grid"):
-        save_label_like(wrong, tmp_path / "f.nrrd", tmp_path / "m.nrrd")
+        save_label_like(wrong, tmp_path / "m.nrrd", tmp_path / "f.nrrd")
     assert not (tmp_path / "m.nrrd").exists()
     assert mask_format_for("a.NHDR") == "nrrd" and mask_format_for("a.mhd") == "mha" and mask_format_for("a.nii.gz") is None
+
+
+def test_mask_of_a_nifti_input_keeps_its_affine_in_nrrd(tmp_path):
+    affine = np.array([[-0.9, 0, 0, 80], [0, 0, 1.1, -60], [0, 1.2, 0, 40], [0, 0, 0, 1]])
+    lab = np.zeros((5, 6, 7), np.uint8)
+    lab[1, 2, 3] = 4
+    save_label_like(nib.Nifti1Image(lab, affine), tmp_path / "m.nrrd")
+    back = load_image(tmp_path / "m.nrrd")
+    assert np.allclose(back.affine, affine, atol=1e-5) and np.array_equal(np.asarray(back.dataobj), lab)
 
 
 def test_unreadable_nrrd_is_a_case_error(tmp_path):

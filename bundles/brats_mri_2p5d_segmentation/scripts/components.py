@@ -282,6 +282,19 @@ class ProbabilityMean(nn.Module):
         return torch.logit(total / len(self.nets), eps=1e-6)
 
 
+def small_components(sizes, min_component: int = 0, min_fraction: float = 0.0):
+    """Which components are removed: ``sizes`` are voxel counts by component label (index 0,
+    the background, is never removed); a component goes when it is smaller than
+    ``min_component`` voxels or than ``min_fraction`` of the largest component."""
+    import numpy as np
+
+    sizes = np.asarray(sizes).copy()
+    sizes[0] = 0
+    small = sizes < max(min_component, min_fraction * sizes.max(initial=0))
+    small[0] = False
+    return small
+
+
 class PostprocessRegions(Transform):
     """Post-processing of region probabilities (or binary regions) ``[WT, TC, ET, ...spatial]``,
     chosen by cross-validation on the out-of-fold predictions.
@@ -320,10 +333,7 @@ class PostprocessRegions(Transform):
             wt = r[0].cpu().numpy()
             lab, n = ndimage.label(wt, structure=np.ones((3,) * wt.ndim, bool))
             if n:
-                sizes = np.bincount(lab.ravel())
-                sizes[0] = 0
-                small = sizes < max(self.min_component, self.min_fraction * sizes.max())
-                small[0] = False
+                small = small_components(np.bincount(lab.ravel()), self.min_component, self.min_fraction)
                 r = r & ~torch.from_numpy(small[lab]).to(r.device)[None]
         if self.et_to_necrosis > 0:
             n_et = int(r[2].sum())
