@@ -16,7 +16,8 @@ import torch
 
 from brainseg3d.inference.predictor import DEFAULT_BUNDLE, load_bundle_network
 
-__all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle"]
+__all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle",
+           "network_from_run", "recipe_from_run", "bundle_datalist"]
 
 #: the package modules the bundle carries verbatim in ``scripts/`` (so it runs with MONAI alone):
 #: bundle path -> package path: all of :mod:`brainseg3d.core`, whose modules import only torch,
@@ -27,6 +28,7 @@ VENDORED = {
     "scripts/cases.py": "core/cases.py",
     "scripts/checks.py": "core/checks.py",
     "scripts/labels.py": "core/labels.py",
+    "scripts/training.py": "core/training.py",
 }
 
 
@@ -97,7 +99,6 @@ def export_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLike | No
     torch.save(net.state_dict(), tmp)
     os.replace(tmp, out)
     sync_bundle(bundle)  # the scripts/ the network is built from are the package's
-    sync_bundle(bundle)
     if torchscript:
         export_torchscript(bundle)
     return out
@@ -156,6 +157,87 @@ def network_from_run(run: str | os.PathLike) -> tuple[dict, int]:
     return net, k
 
 
+#: train.json key -> the run config's key (MONAI ``#`` path): the recipe ``cv export`` writes
+RECIPE_KEYS = {
+    "seed": "seed",
+    "epochs": "train#max_epochs",
+    "val_interval": "train#val_interval",
+    "learning_rate": "train#lr",
+    "weight_decay": "train#weight_decay",
+    "batch_size": "train#batch_size",
+    "tumour_ratio": "data#tumour_ratio",
+    "data": "data#patch",
+    "augmentation": "augmentation",
+}
+
+
+def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
+    """The training recipe of a CV run as the bundle's ``train.json`` entries, and its pool
+    datalist, from the folds' ``config.yaml`` (the config as each fold ran).
+
+    Returns:
+        ``(entries, datalist)``: ``entries`` maps train.json keys (:data:`RECIPE_KEYS`) to the
+        run's values; where the folds differ (e.g. one fold trained for fewer epochs), the
+        largest value is written and ``_comment_recipe`` says which folds differ.
+        ``datalist`` is the run's pool datalist (``None`` when it is not found).
+
+    Raises:
+        FileNotFoundError: no ``fold*/config.yaml``.
+        ValueError: the run is not a 2.5D run (the bundle trains 2.5D).
+    """
+    import yaml
+
+    configs = sorted(Path(run).glob("fold*/config.yaml"))
+    if not configs:
+        raise FileNotFoundError(f"no fold*/config.yaml under {run}")
+    per_fold = []
+    datalist = None
+    for path in configs:
+        cfg = yaml.safe_load(path.read_text())
+        if cfg.get("mode", "2.5d") != "2.5d":
+            raise ValueError(f"{path}: mode {cfg.get('mode')!r}; the bundle's train.json trains 2.5D")
+        values = {}
+        for key, where in RECIPE_KEYS.items():
+            node = cfg
+            for part in where.split("#"):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                values[key] = {"patch": node} if key == "data" else node
+        per_fold.append((path.parent.name, values))
+        listed = (cfg.get("data") or {}).get("datalist")
+        if listed and datalist is None:
+            for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+                if (base / listed).is_file():
+                    datalist = base / listed
+                    break
+    entries, differ = dict(per_fold[0][1]), []
+    for key in entries:
+        seen = {json.dumps(v.get(key), sort_keys=True) for _, v in per_fold}
+        if len(seen) > 1:
+            differ.append(f"{key}: " + ", ".join(f"{name} {v.get(key)}" for name, v in per_fold))
+            if all(isinstance(v.get(key), (int, float)) for _, v in per_fold):
+                entries[key] = max(v[key] for _, v in per_fold)
+    if differ:
+        entries["_comment_recipe"] = "the folds of the exported run differ in: " + "; ".join(differ)
+    for key in ("epochs", "val_interval", "batch_size", "seed"):
+        if key in entries:
+            entries[key] = int(entries[key])
+    for key in ("learning_rate", "weight_decay", "tumour_ratio"):
+        if key in entries:
+            entries[key] = float(entries[key])
+    return entries, datalist
+
+
+def bundle_datalist(pool: str | os.PathLike) -> dict:
+    """A pool datalist as the bundle ships it (``configs/datalist.json``): the same cases and
+    folds, every root named by its own name, i.e. a sub-folder of train.json's ``dataset_dir``
+    (``--dataset_dir /data --roots '{"extra": "/elsewhere"}'`` moves them)."""
+    doc = json.loads(Path(pool).read_text())
+    doc = dict(doc)
+    doc["roots"] = {name: name for name in (doc.get("roots") or {})}
+    return doc
+
+
 def ensemble_network_def(unet: dict, members: int) -> dict:
     """The bundle config entries of an ensemble of ``members`` 2D networks built from ``unet``
     (keyword arguments of :class:`monai.networks.nets.UNet`) behind one SliceWise25D."""
@@ -206,7 +288,8 @@ def _post_entries(post: dict) -> dict:
 
 
 def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchscript: bool = True,
-                    postprocessing: dict | None = None, unet: dict | None = None, half: bool = True, k: int | None = None) -> Path:
+                    postprocessing: dict | None = None, unet: dict | None = None, half: bool = True, k: int | None = None,
+                    recipe: dict | None = None, datalist: str | os.PathLike | None = None) -> Path:
     """Make the bundle's network the mean of several trained 2D networks (e.g. the CV folds).
 
     Rewrites ``network_def`` (and ``members``, ``unet``, the post-processing setting) in the
@@ -220,6 +303,10 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         unet: UNet keyword arguments (default: the ones the bundle has now; :func:`network_from_run`
             gives a run's).
         k: neighbour slices on each side (default: the bundle's).
+        recipe: train.json entries of the training recipe (:func:`recipe_from_run`), so the
+            bundle trains as its weights were trained.
+        datalist: the pool datalist the members were trained on, shipped as
+            ``configs/datalist.json`` (:func:`bundle_datalist`).
         half: store the weights in ``model.pt`` as float16 (half the size in git; loading
             casts them back to the float32 network; TorchScript stays float32).
     """
@@ -235,11 +322,15 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         cfg["k"] = int(k)
     _write_json(cfg_path, _with_network(cfg, entries, _post_entries(postprocessing) if postprocessing else {}))
     train_cfg = bundle / "configs" / "train.json"
-    if train_cfg.exists():  # train.json builds the same network, so checkpoints are interchangeable
+    if train_cfg.exists():  # train.json trains one member of the same ensemble, by the run's recipe
         train = json.loads(train_cfg.read_text())
-        if k is not None and "k" in train:
+        if k is not None:
             train["k"] = int(k)
-        _write_json(train_cfg, _with_network(train, entries, {"slice_batch": train.get("slice_batch", 32), "bf16": train.get("bf16", False)}))
+        train.pop("_comment_recipe", None)
+        train.update({"members": entries["members"], "unet": entries["unet"], "ensemble_def": entries["network_def"], **(recipe or {})})
+        _write_json(train_cfg, train)
+    if datalist is not None:
+        _write_json(bundle / "configs" / "datalist.json", bundle_datalist(datalist))
     evaluate = bundle / "configs" / "evaluate.json"
     if postprocessing and evaluate.exists():  # evaluation post-processes as inference does
         _write_json(evaluate, {**json.loads(evaluate.read_text()), **_post_entries(postprocessing)})

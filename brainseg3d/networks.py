@@ -23,44 +23,12 @@ import torch
 from torch import nn
 
 from brainseg3d.core.components import SliceWise25D, neighbour_stack
+from brainseg3d.core.training import Autocast, bf16_supported
 
 __all__ = ["SliceWise25D", "neighbour_stack", "Autocast", "bf16_supported", "load_encoder_weights", "volume_network",
            "MemberLogits", "member_network", "flip_mean_probability"]
 
 logger = logging.getLogger(__name__)
-
-
-def bf16_supported(device: torch.device | str = "cpu") -> bool:
-    """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        caps = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # pragma: no cover - very old torch
-        return False
-    if "AVX512" not in caps.upper() and "AMX" not in caps.upper():
-        return False
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-class Autocast(nn.Module):
-    """Run ``net`` under bfloat16 autocast on the input's device; return float32.
-
-    Used around the 2D network in training (MONAI's ``amp=True`` is CUDA-only float16).
-    """
-
-    def __init__(self, net: nn.Module, enabled: bool = True):
-        super().__init__()
-        self.net = net
-        self.enabled = enabled
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return self.net(x)
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-            return self.net(x).float()
 
 
 def load_encoder_weights(net: nn.Module, path: str | Path | None) -> nn.Module:

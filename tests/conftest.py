@@ -16,6 +16,22 @@ FORMATS = SHARED / "formats"
 SAMPLE = REPO / "sample_data" / "Brats18_2013_20_1"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--integration", action="store_true",
+                     help="also run the integration tier (tests marked slow): what CI and the README's test command run")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``pytest`` alone runs the fast tier; ``--integration`` adds the tests marked ``slow``. An
+    explicit ``-m`` (e.g. ``-m slow``) selects as it says."""
+    if config.getoption("--integration") or config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 def need_shared():
     if not BRATS2018.is_dir():
         pytest.skip(f"shared data not found at {SHARED}")

@@ -327,18 +327,115 @@ def test_ckpt_export_torchscript_matches_eager(bundle_on_path, tmp_path):
     torch.testing.assert_close(ts, eager, rtol=1e-4, atol=1e-4)
 
 
-def test_train_network_is_the_inference_network(bundle_on_path):
+def test_train_network_is_one_member_of_the_inference_ensemble(bundle_on_path):
+    """train.json trains one member (the 2D UNet) and validates it through the inference
+    network's SliceWise25D; its ensemble_def is inference.json's network_def, so the members
+    it writes assemble into the shipped model.pt."""
     from monai.bundle import ConfigParser
 
-    nets = []
+    parsers = []
     for cfg in (INFER, TRAIN):
         parser = ConfigParser()
         parser.read_config(str(cfg))
-        nets.append(parser.get_parsed_content("network_def", instantiate=True))
-    shapes = [{k: tuple(v.shape) for k, v in n.state_dict().items()} for n in nets]
-    assert shapes[0] == shapes[1]
-    assert (nets[0].k, nets[0].divisible, nets[0].mask_background) == (nets[1].k, nets[1].divisible, nets[1].mask_background)
-    nets[0].load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True))
+        parsers.append(parser)
+    infer_net = parsers[0].get_parsed_content("network_def", instantiate=True)
+    member = parsers[1].get_parsed_content("network_def", instantiate=True)
+    ensemble = parsers[1].get_parsed_content("ensemble_def", instantiate=True)
+    infer_net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True))
+    ensemble.load_state_dict(infer_net.state_dict())
+    assert parsers[1]["ensemble_def"] == parsers[0]["network_def"]
+    for net in infer_net.net.nets:
+        assert {k: tuple(v.shape) for k, v in member.state_dict().items()} == {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    validator = parsers[1].get_parsed_content("validate#network", instantiate=True)
+    assert (validator.k, validator.divisible, validator.mask_background) == (infer_net.k, infer_net.divisible, infer_net.mask_background)
+    assert parsers[1]["members"] == len(infer_net.net.nets)
+
+
+def test_train_json_is_the_shipped_recipe():
+    """The recipe in train.json is the one that made the shipped weights: the run configs of the
+    shipped folds (docs/training/cv/fold*/config.yaml) and the package's recipe.yaml (loss,
+    optimizer, schedule)."""
+    import yaml
+
+    from brainseg3d.bundle import RECIPE_KEYS, recipe_from_run
+
+    train = json.loads(TRAIN.read_text())
+    cv = BUNDLE / "docs" / "training" / "cv"
+    recipe, _ = recipe_from_run(cv)
+    for key in RECIPE_KEYS:
+        assert train[key] == recipe[key], key
+    fold0 = yaml.safe_load((cv / "fold0" / "config.yaml").read_text())
+    net = {k: v for k, v in fold0["network"].items() if k != "_target_"}
+    assert train["unet"] == net and train["k"] == fold0["k"]
+    base = yaml.safe_load((REPO / "brainseg3d" / "training" / "recipe.yaml").read_text())
+    assert train["loss"] == base["loss"]
+    assert train["optimizer"]["_target_"] == base["optimizer"]["_target_"] and train["lr_scheduler"]["_target_"] == base["lr_scheduler"]["_target_"]
+    assert train["lr_scheduler"]["T_max"] == "@epochs" and train["optimizer"]["lr"] == "@learning_rate"
+    assert train["optimizer"]["weight_decay"] == "@weight_decay"
+
+
+def test_bundle_datalist_is_the_pool_the_weights_were_trained_on(tmp_path):
+    """configs/datalist.json holds the same cases and folds as data_lists/pool60.json, each
+    root a sub-folder of dataset_dir (or moved with --roots); the fold's lists follow."""
+    from monai.bundle import ConfigParser
+
+    shipped = json.loads((CONFIGS / "datalist.json").read_text())
+    pool = json.loads((REPO / "data_lists" / "pool60.json").read_text())
+    assert shipped["training"] == pool["training"]
+    assert shipped["roots"] == {name: name for name in pool["roots"]}
+    for name in pool["roots"]:  # a dataset_dir holding one folder per root
+        (tmp_path / name).mkdir()
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(tmp_path), "roots": {"extra": str(tmp_path / "moved")}})
+    assert parser.get_parsed_content("pool_roots") == {"brats2018": str(tmp_path / "brats2018"), "extra": str(tmp_path / "moved")}
+
+
+@pytest.fixture(scope="session")
+def tiny_pool(tmp_path_factory):
+    """A two-case pool datalist (folds 0 and 1) whose root is the shared BraTS 2018 folder,
+    under dataset_dir SHARED."""
+    need_case()
+    pool = json.loads((REPO / "data_lists" / "pool60.json").read_text())
+    items = [dict(i) for i in pool["training"] if i["root"] == "brats2018"][:2]
+    for fold, item in enumerate(items):
+        item["fold"] = fold
+    path = tmp_path_factory.mktemp("pool") / "tiny_pool.json"
+    path.write_text(json.dumps({"roots": {"brats2018": "brats2018"}, "training": items}))
+    return path
+
+
+def test_bundle_training_data_is_the_trainers(tiny_pool, tmp_path):
+    """Same volumes, same slices per epoch: train.json's dataset and the package trainer's
+    (``brainseg3d cv train``) on the same pool and fold."""
+    from monai.bundle import ConfigParser
+
+    from brainseg3d.training.trainer import TrainingRun
+
+    run = TrainingRun([str(REPO / "configs" / "unet25d_pool.yaml")], tmp_path / "run", None, None, None, None, "cpu",
+                      {"data#datalist": str(tiny_pool)}, None, False, 0, {"brats2018": str(SHARED / "brats2018")})
+    run.configure()
+    run.build_data()
+    sys.path.insert(0, str(BUNDLE))
+    try:
+        parser = ConfigParser()
+        parser.read_config(str(TRAIN))
+        parser.update({"bundle_root": str(BUNDLE), "data_list_file_path": str(tiny_pool), "dataset_dir": str(SHARED), "fold": 0})
+        ds = parser.get_parsed_content("train#dataset")
+        assert [it["case"] for it in parser.get_parsed_content("val_datalist")] == [it["case"] for it in run.va_items]
+    finally:
+        sys.path.remove(str(BUNDLE))
+        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[name]
+    assert len(ds.volumes) == len(run.tr_ds.volumes) == 1
+    torch.testing.assert_close(torch.as_tensor(ds.volumes[0]["image"]).as_subclass(torch.Tensor), run.tr_ds.volumes[0]["image"].as_subclass(torch.Tensor))
+    assert torch.equal(torch.as_tensor(ds.volumes[0]["label"]).as_subclass(torch.Tensor).to(torch.uint8), run.tr_ds.volumes[0]["label"].as_subclass(torch.Tensor))
+    for epoch in (0, 3):
+        ds.resample(epoch)
+        run.tr_ds.resample(epoch)
+        assert ds.index == run.tr_ds.index and len(ds) > 0
+    assert (ds.k, ds.tumour_ratio, ds.seed) == (run.tr_ds.k, run.tr_ds.tumour_ratio, run.tr_ds.seed)
+    assert [type(t).__name__ for t in ds.transform.transforms] == [type(t).__name__ for t in run.tr_ds.transform.transforms]
 
 
 # ----------------------------------------------------------------------------- workflows
@@ -353,7 +450,7 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("name", ["inference", "train", "evaluate", "multi_gpu_train"])
-def test_workflow_properties(name, case_inputs, tiny_datalist, monkeypatch, bundle_on_path):
+def test_workflow_properties(name, case_inputs, tiny_datalist, tiny_pool, monkeypatch, bundle_on_path):
     """``ConfigWorkflow.check_properties``: no required property missing, no optional one misnamed.
 
     The properties are instantiated (datasets without caching), so each workflow is initialized
@@ -366,7 +463,9 @@ def test_workflow_properties(name, case_inputs, tiny_datalist, monkeypatch, bund
     else:
         configs = {"train": [TRAIN], "evaluate": [TRAIN, EVALUATE], "multi_gpu_train": [TRAIN, MULTI_GPU]}[name]
         workflow_type = "train"
-        overrides = {"data_list_file_path": str(tiny_datalist), "dataset_dir": str(SHARED / "brats2018"), "cache_rate": 0.0, "num_workers": 0}
+        overrides = {"data_list_file_path": str(tiny_pool), "dataset_dir": str(SHARED), "cache_rate": 0.0, "num_workers": 0}
+        if name == "evaluate":  # scores a MONAI datalist's validation list
+            overrides.update(data_list_file_path=str(tiny_datalist), dataset_dir=str(SHARED / "brats2018"))
     if name == "multi_gpu_train":
         for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
             monkeypatch.setenv(key, value)
@@ -395,23 +494,6 @@ def test_logging_conf_passes_monai_checks():
     if checker is None:
         pytest.skip("this MONAI has no logging.conf allow-list")
     assert "StreamHandler" in checker(str(CONFIGS / "logging.conf"))
-
-
-def test_train_defaults_to_the_repo_datalist():
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(TRAIN))
-    parser["bundle_root"] = str(BUNDLE)
-    listed = Path(parser.get_parsed_content("data_list_file_path")).resolve()
-    assert listed == (REPO / "data_lists" / "brats2018.json").resolve()
-    need_case()
-    train_items = parser.get_parsed_content("train_datalist")
-    val_items = parser.get_parsed_content("val_datalist")
-    doc = json.loads(listed.read_text())
-    assert len(train_items) == len(doc["training"]) and len(val_items) == len(doc["validation"])
-    for item in train_items[:1] + val_items[:1]:
-        assert all(Path(p).is_file() for p in item["image"]) and Path(item["label"]).is_file()
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -491,24 +573,28 @@ def tiny_datalist(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_json_runs_and_saves_bundle_weights(tiny_datalist, tmp_path):
+def test_train_json_trains_a_member_and_assembles_the_ensemble(tiny_pool, tmp_path):
+    """``monai.bundle run`` train.json on fold 0: the member's final weights in models/fold0/,
+    an epoch checkpoint, and, the other members being there, models/model.pt rebuilt as the
+    ensemble of all (the shipped model.pt's keys and shapes, members 1-2 unchanged)."""
     ckpt = tmp_path / "models"
-    cmd = bundle_cmd(
-        [TRAIN],
-        data_list_file_path=tiny_datalist,
-        dataset_dir=SHARED / "brats2018",
-        epochs=1,
-        num_samples=2,
-        batch_size=2,
-        num_workers=0,
-        ckpt_dir=ckpt,
-        output_dir=tmp_path / "eval",
-    )
+    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    for i in (1, 2):  # the other members, as earlier fold runs would have left them
+        (ckpt / f"fold{i}").mkdir(parents=True)
+        prefix = f"net.nets.{i}."
+        torch.save({k[len(prefix):]: v.float() for k, v in shipped.items() if k.startswith(prefix)}, ckpt / f"fold{i}" / "model.pt")
+    cmd = bundle_cmd([TRAIN], data_list_file_path=tiny_pool, dataset_dir=SHARED, fold=0, epochs=1, val_interval=1, batch_size=4, ckpt_dir=ckpt)
     proc = run_bundle(cmd, cwd=tmp_path)
     assert "val_mean_dice" in proc.stdout + proc.stderr
+    member = torch.load(ckpt / "fold0" / "model.pt", map_location="cpu", weights_only=True)
+    assert list(ckpt.joinpath("fold0").glob("epoch_checkpoint*.pt"))
     state = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
-    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in shipped.items()}
+    for k, v in member.items():
+        torch.testing.assert_close(state[f"net.nets.0.{k}"].float(), v.half().float())
+    for k, v in shipped.items():
+        if k.startswith(("net.nets.1.", "net.nets.2.")):
+            torch.testing.assert_close(state[k].float(), v.float())
 
 
 @pytest.mark.slow

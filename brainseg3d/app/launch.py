@@ -10,7 +10,6 @@ Also runnable as ``python -m brainseg3d.app.launch --port N`` (``--port 0``: a f
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import signal
@@ -95,11 +94,10 @@ def launch(port: int = 8501, address: str = "127.0.0.1", max_upload_mb: int = MA
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="brainseg3d app", description="Start the brainseg3d web demo (Streamlit) on localhost.")
-    p.add_argument("--port", type=int, default=8501, help="TCP port (0: a free one)")
-    p.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help=f"upload cap in MB, all files of one upload together (default {MAX_UPLOAD_MB})")
-    args = p.parse_args(argv)
-    return int(launch(port=args.port, max_upload_mb=args.max_upload_mb))
+    """``python -m brainseg3d.app.launch [--port N]``: the same options as ``brainseg3d app``."""
+    from brainseg3d.cli import main as cli_main
+
+    return cli_main(["app", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

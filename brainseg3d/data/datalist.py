@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from brainseg3d.core.cases import Case, discover
+from brainseg3d.core.training import absolute_item
 
 __all__ = ["split_cases", "make_datalist", "write_datalist", "load_datalist", "absolute_item"]
 
@@ -131,13 +132,3 @@ def load_datalist(path: str | os.PathLike, key: str = "training", dataset_dir: s
     if not base.is_absolute() and dataset_dir is None:
         base = path.parent / base
     return [absolute_item(item, base) for item in doc[key]]
-
-
-def absolute_item(item: dict, base: str | os.PathLike) -> dict:
-    """A datalist item with its ``image`` and ``label`` paths joined to ``base``."""
-    base = Path(base)
-    it = dict(item)
-    it["image"] = [str(base / p) for p in item["image"]]
-    if "label" in item:
-        it["label"] = str(base / item["label"])
-    return it

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from brainseg3d.core.cases import discover
-from brainseg3d.data.datalist import absolute_item
+from brainseg3d.core.training import fold_items, load_pool  # the one definition (the bundle's train.json reads pools too)
 
 __all__ = ["SOURCES", "case_source", "case_release", "stratified_folds", "make_pool", "write_pool",
            "load_pool", "fold_items", "parse_roots"]
@@ -137,41 +137,3 @@ def parse_roots(specs: Sequence[str] | None) -> dict[str, str]:
             raise ValueError(f"--root takes NAME=PATH, got {spec!r}")
         out[name] = path
     return out
-
-
-def load_pool(path: str | os.PathLike, roots: Mapping[str, str | os.PathLike] | None = None) -> list[dict]:
-    """Every item of a pool datalist with absolute paths.
-
-    Args:
-        path: the pool datalist.
-        roots: root name -> folder, replacing the recorded ones (the rest keep theirs,
-            resolved against the file's folder). A plain datalist with ``dataset_dir`` and no
-            ``root`` keys is read too.
-
-    Raises:
-        FileNotFoundError: a root does not exist (naming it and how to point elsewhere).
-    """
-    path = Path(path)
-    doc = json.loads(path.read_text())
-    recorded = dict(doc.get("roots") or {"": doc.get("dataset_dir", ".")})
-    where = {n: Path(r) if Path(r).is_absolute() else path.parent / r for n, r in recorded.items()}
-    where.update({n: Path(r) for n, r in (roots or {}).items()})
-    out = []
-    for item in doc["training"]:
-        name = item.get("root", "")
-        if name not in where:
-            raise KeyError(f"{item['case']}: root {name!r} is not in {path} (roots: {sorted(where)})")
-        base = where[name]
-        if not base.is_dir():
-            raise FileNotFoundError(f"root {name!r} of {path} not found at {base}; pass --root {name}=PATH")
-        out.append(absolute_item(item, base))
-    return out
-
-
-def fold_items(path: str | os.PathLike, fold: int, roots: Mapping[str, str | os.PathLike] | None = None) -> tuple[list[dict], list[dict]]:
-    """``(training, held_out)`` items of one fold of a pool datalist."""
-    items = load_pool(path, roots)
-    folds = sorted({it["fold"] for it in items})
-    if fold not in folds:
-        raise ValueError(f"fold {fold} is not in {path} (folds {folds})")
-    return [it for it in items if it["fold"] != fold], [it for it in items if it["fold"] == fold]

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from brainseg3d.core.components import neighbour_stack
+from brainseg3d.core.training import SliceDataset  # the one definition (the bundle's train.json samples slices too)
 
 __all__ = ["neighbour_stack", "VolumeCache", "SliceDataset"]
 
@@ -52,62 +51,6 @@ class VolumeCache:
     def __len__(self) -> int:
         return len(self.items)
 
-
-class SliceDataset(Dataset):
-    """Axial 2.5D slices of cached volumes, with a set share of slices that show tumour.
-
-    Slices without brain are skipped. Each epoch draws all tumour slices and enough
-    tumour-free slices that tumour slices make up ``tumour_ratio`` of the epoch (all
-    tumour-free slices when there are too few tumour slices); call :meth:`resample` at the
-    start of each epoch to draw anew.
-
-    Args:
-        cache: the preprocessed volumes.
-        k: neighbours on each side (channels = 4 * (2k + 1)).
-        tumour_ratio: share of tumour slices per epoch, in (0, 1]; ``None`` keeps every slice.
-        transform: 2D dictionary transform applied to ``{"image", "label"}`` (augmentation).
-        seed: base seed of the tumour-free slice draw.
-    """
-
-    def __init__(
-        self,
-        cache: VolumeCache,
-        k: int = 1,
-        tumour_ratio: float | None = 0.7,
-        transform: Callable | None = None,
-        seed: int = 0,
-    ):
-        self.cache, self.k, self.tumour_ratio, self.transform, self.seed = cache, k, tumour_ratio, transform, seed
-        self.tumour: list[tuple[int, int]] = []
-        self.background: list[tuple[int, int]] = []
-        for v, (img, lab) in enumerate(zip(cache.images, cache.labels)):
-            brain = (img != 0).any(0).any(0).any(0)
-            tum = lab[0].any(0).any(0) if lab is not None else torch.zeros_like(brain)
-            for z in torch.nonzero(brain).flatten().tolist():
-                (self.tumour if tum[z] else self.background).append((v, z))
-        self.index: list[tuple[int, int]] = []
-        self.resample(0)
-
-    def resample(self, epoch: int = 0) -> None:
-        """Draw the slices of an epoch (deterministic for ``seed`` and ``epoch``)."""
-        if self.tumour_ratio is None or not self.tumour:
-            self.index = self.tumour + self.background
-            return
-        n_bg = int(round(len(self.tumour) * (1 - self.tumour_ratio) / self.tumour_ratio))
-        rng = np.random.default_rng(self.seed + epoch)
-        pick = rng.choice(len(self.background), size=min(n_bg, len(self.background)), replace=False)
-        self.index = self.tumour + [self.background[i] for i in sorted(pick)]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict:
-        v, z = self.index[i]
-        img = neighbour_stack(self.cache.images[v], self.k, torch.tensor([z]))[0].float()
-        lab = self.cache.labels[v]
-        d = {"image": img}
-        if lab is not None:
-            d["label"] = lab[..., z].float()
-        if self.transform is not None:
-            d = self.transform(d)
-        return d
+    def __getitem__(self, v: int) -> dict:
+        """``{"image", "label"}`` of volume ``v`` (the layout :class:`SliceDataset` reads)."""
+        return {"image": self.images[v], "label": self.labels[v]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from brainseg3d.cli import build_parser, main
 
 
@@ -47,3 +49,32 @@ def test_one_output_option_name_with_the_old_spellings_accepted():
     assert parser.parse_args(["cv", "train", "c.yaml", "--out", "r"]).out == "r"
     assert parser.parse_args(["demo", "--output-dir", "d"]).out == "d" and parser.parse_args(["demo"]).out == "outputs/demo"
     assert parser.parse_args(["compare", "a.yaml", "--output", "x"]).runs_dir == "x"
+
+
+def test_one_module_per_command():
+    """Each top-level command is registered by its own module of brainseg3d.cli, named after it."""
+    from brainseg3d import cli
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    modules = {m.__name__.rsplit(".", 1)[1] for m in cli.COMMANDS}
+    assert set(sub.choices) == modules
+    for m in cli.COMMANDS:
+        assert callable(m.add_parser), m.__name__
+    for name, p in sub.choices.items():  # the function a command runs lives in its module
+        func = p.get_default("func")
+        if func is not None:
+            assert func.__module__ == f"brainseg3d.cli.{name}", (name, func.__module__)
+
+
+def test_app_options_come_from_one_parser(capsys):
+    """`python -m brainseg3d.app.launch` takes the options of `brainseg3d app` (one parser)."""
+    from brainseg3d.app import launch
+
+    with pytest.raises(SystemExit) as e:
+        launch.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "brainseg3d app" in out and "--max-upload-mb" in out and "--port" in out
+    args = build_parser().parse_args(["app", "--port", "0", "--max-upload-mb", "5"])
+    assert (args.port, args.max_upload_mb) == (0, 5)

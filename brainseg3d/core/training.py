@@ -1,0 +1,258 @@
+"""What training needs beyond the inference components: torch + MONAI + numpy only.
+
+The package's trainer (:mod:`brainseg3d.training.trainer`) and the bundle's ``configs/train.json``
+both train with these, so the bundle trains by the recipe that made its weights. The bundle
+carries a verbatim copy at ``scripts/training.py`` (``brainseg3d bundle sync``).
+
+- :func:`load_pool` / :func:`fold_items`: the items of a pool datalist (several data roots,
+  a ``fold`` per item, MONAI Auto3DSeg's cross-validation layout) with absolute paths.
+- :class:`SliceDataset`: the 2.5D training slices of preprocessed volumes, with a set share of
+  slices that show tumour, drawn anew each epoch.
+- :class:`SliceResampler`: the Ignite handler that draws a :class:`SliceDataset`'s slices at
+  the start of every epoch.
+- :class:`Autocast`: a network run under bfloat16 autocast on any device (MONAI's ``amp`` is
+  CUDA float16).
+- :func:`bf16_supported`: whether bfloat16 autocast is fast on a device.
+- :func:`save_weights`: a network's final weights, atomically, from rank 0 only.
+- :func:`assemble_ensemble`: the fold members' weights as the bundle's ensemble ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .components import neighbour_stack
+
+__all__ = ["absolute_item", "load_pool", "fold_items", "SliceDataset", "SliceResampler", "Autocast", "bf16_supported", "save_weights",
+           "assemble_ensemble"]
+
+
+def absolute_item(item: dict, base) -> dict:
+    """A datalist item with its ``image`` and ``label`` paths joined to ``base``."""
+    base = Path(base)
+    it = dict(item)
+    it["image"] = [str(base / p) for p in item["image"]]
+    if "label" in item:
+        it["label"] = str(base / item["label"])
+    return it
+
+
+def load_pool(path, roots: Optional[Mapping[str, object]] = None) -> list:
+    """Every item of a pool datalist with absolute paths.
+
+    Args:
+        path: the pool datalist (``{"roots": {name: folder}, "training": [{"root": name,
+            "fold": i, "image": [...], "label": ...}]}``; roots relative to the file's folder).
+        roots: root name -> folder, replacing the recorded ones (the rest keep theirs). A plain
+            datalist with ``dataset_dir`` and no ``root`` keys is read too.
+
+    Raises:
+        FileNotFoundError: a root does not exist (naming it and how to point elsewhere).
+        KeyError: an item names a root the file does not record.
+    """
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    recorded = dict(doc.get("roots") or {"": doc.get("dataset_dir", ".")})
+    where = {n: Path(r) if Path(r).is_absolute() else path.parent / r for n, r in recorded.items()}
+    where.update({n: Path(r) for n, r in (roots or {}).items()})
+    out = []
+    for item in doc["training"]:
+        name = item.get("root", "")
+        if name not in where:
+            raise KeyError(f"{item['case']}: root {name!r} is not in {path} (roots: {sorted(where)})")
+        base = where[name]
+        if not base.is_dir():
+            raise FileNotFoundError(f"root {name!r} of {path} not found at {base}; pass --root {name}=PATH")
+        out.append(absolute_item(item, base))
+    return out
+
+
+def fold_items(path, fold: int, roots: Optional[Mapping[str, object]] = None, held_out: Optional[bool] = None):
+    """The items of one fold of a pool datalist.
+
+    Args:
+        path: the pool datalist.
+        fold: the held-out fold.
+        roots: as in :func:`load_pool`.
+        held_out: ``None`` returns ``(training, held_out)``; ``False`` only the training items
+            (the other folds), ``True`` only the held-out ones (a bundle config takes one list).
+    """
+    items = load_pool(path, roots)
+    folds = sorted({it["fold"] for it in items})
+    if int(fold) not in folds:
+        raise ValueError(f"fold {fold} is not in {path} (folds {folds})")
+    train = [it for it in items if it["fold"] != int(fold)]
+    held = [it for it in items if it["fold"] == int(fold)]
+    return (train, held) if held_out is None else (held if held_out else train)
+
+
+class SliceDataset(Dataset):
+    """Axial 2.5D slices of preprocessed volumes, with a set share of slices that show tumour.
+
+    Slices without brain are skipped. Each epoch draws all tumour slices and enough
+    tumour-free slices that tumour slices make up ``tumour_ratio`` of the epoch (all
+    tumour-free slices when there are too few tumour slices); call :meth:`resample` at the
+    start of each epoch to draw anew (the trainer and the bundle's train.json do).
+
+    Args:
+        volumes: a sequence of ``{"image": [C, X, Y, Z], "label": [3, X, Y, Z]}`` (RAS, so Z is
+            axial), e.g. a MONAI ``CacheDataset`` of the preprocessing chain (``copy_cache=False``:
+            slices only read the volumes) or the trainer's ``VolumeCache``.
+        k: neighbours on each side (channels = C * (2k + 1)).
+        tumour_ratio: share of tumour slices per epoch, in (0, 1]; ``None`` keeps every slice.
+        transform: 2D dictionary transform applied to ``{"image", "label"}`` (augmentation).
+        seed: base seed of the tumour-free slice draw.
+    """
+
+    def __init__(self, volumes: Sequence[dict], k: int = 1, tumour_ratio: Optional[float] = 0.7, transform=None, seed: int = 0):
+        self.volumes, self.k, self.tumour_ratio, self.transform, self.seed = volumes, int(k), tumour_ratio, transform, int(seed)
+        self.tumour: list = []
+        self.background: list = []
+        for v in range(len(volumes)):
+            d = volumes[v]
+            img, lab = torch.as_tensor(d["image"]), d.get("label")
+            brain = (img != 0).any(0).any(0).any(0)
+            tum = torch.as_tensor(lab)[0].any(0).any(0) if lab is not None else torch.zeros_like(brain)
+            for z in torch.nonzero(brain).flatten().tolist():
+                (self.tumour if tum[z] else self.background).append((v, z))
+        self.index: list = []
+        self.resample(0)
+
+    def resample(self, epoch: int = 0) -> None:
+        """Draw the slices of an epoch (deterministic for ``seed`` and ``epoch``)."""
+        if self.tumour_ratio is None or not self.tumour:
+            self.index = self.tumour + self.background
+            return
+        n_bg = int(round(len(self.tumour) * (1 - self.tumour_ratio) / self.tumour_ratio))
+        rng = np.random.default_rng(self.seed + int(epoch))
+        pick = rng.choice(len(self.background), size=min(n_bg, len(self.background)), replace=False)
+        self.index = self.tumour + [self.background[i] for i in sorted(pick)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        v, z = self.index[i]
+        vol = self.volumes[v]
+        img = neighbour_stack(torch.as_tensor(vol["image"]), self.k, torch.tensor([z]))[0].float()
+        d = {"image": img.as_tensor() if hasattr(img, "as_tensor") else img}
+        lab = vol.get("label")
+        if lab is not None:
+            lab = torch.as_tensor(lab)[..., z].float()
+            d["label"] = lab.as_tensor() if hasattr(lab, "as_tensor") else lab
+        if self.transform is not None:
+            d = self.transform(d)
+        return d
+
+
+class SliceResampler:
+    """Ignite handler: a new draw of a :class:`SliceDataset`'s slices at every epoch start
+    (seeded by the epoch, so every rank of a distributed run draws the same).
+
+    Args:
+        dataset: the training :class:`SliceDataset`.
+    """
+
+    def __init__(self, dataset: SliceDataset):
+        self.dataset = dataset
+
+    def attach(self, engine) -> None:
+        from monai.utils import optional_import
+
+        events, _ = optional_import("ignite.engine", name="Events")
+        engine.add_event_handler(events.EPOCH_STARTED, self)
+
+    def __call__(self, engine) -> None:
+        self.dataset.resample(engine.state.epoch)
+
+
+class Autocast(nn.Module):
+    """Run ``net`` under bfloat16 autocast on the input's device; return float32.
+
+    Used around the 2D network in training (MONAI's ``amp=True`` is CUDA-only float16). Its
+    state dict is the wrapped network's, under ``net.``.
+    """
+
+    def __init__(self, net: nn.Module, enabled: bool = True):
+        super().__init__()
+        self.net = net
+        self.enabled = enabled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return self.net(x)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            return self.net(x).float()
+
+
+def bf16_supported(device="cpu") -> bool:
+    """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        caps = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover - very old torch
+        return False
+    if "AVX512" not in caps.upper() and "AMX" not in caps.upper():
+        return False
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _atomic_save(state: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+
+
+def save_weights(network: nn.Module, out) -> Optional[str]:
+    """Save ``network``'s state dict to ``out`` (atomically; a DDP or :class:`Autocast` wrapper
+    is unwrapped); under ``torch.distributed`` only rank 0 writes. Returns ``out`` where written."""
+    while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel, Autocast)):
+        network = network.module if hasattr(network, "module") else network.net
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
+    _atomic_save(network.state_dict(), Path(out))
+    return str(out)
+
+
+def assemble_ensemble(member_files: Sequence, ensemble: nn.Module, out, half: bool = True) -> Optional[str]:
+    """Write the members' weights as the ensemble's ``model.pt``, once every member exists.
+
+    Args:
+        member_files: one state-dict file per ensemble member, in member order (the bundle's
+            ``models/fold<i>/model.pt``); a file may hold the bare 2D network or an
+            :class:`Autocast` around it.
+        ensemble: the bundle's ``network_def`` (``SliceWise25D(ProbabilityMean(nets))``); its
+            ``net.nets[i]`` takes member ``i``.
+        out: the ensemble file to write (``models/model.pt``).
+        half: store float16 (half the size; the bundle loads it into float32 modules).
+
+    Returns:
+        ``out`` when written, ``None`` when some member is not trained yet.
+    """
+    files = [Path(f) for f in member_files]
+    if not all(f.is_file() for f in files):
+        return None
+    nets = ensemble.net.nets
+    if len(nets) != len(files):
+        raise ValueError(f"the ensemble has {len(nets)} members, got {len(files)} member files")
+    for net, f in zip(nets, files):
+        state = torch.load(f, map_location="cpu", weights_only=True)
+        state = {k[4:] if k.startswith("net.") else k: v for k, v in state.items()}
+        net.load_state_dict(state)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ensemble.state_dict().items()}
+    _atomic_save(state, Path(out))
+    return str(out)
