@@ -58,7 +58,7 @@ from brainseg3d.networks import Autocast, bf16_supported, load_encoder_weights, 
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.preprocessing.transforms import preprocessing
 
-__all__ = ["load_config", "train", "TrainingRun", "augmentation"]
+__all__ = ["load_config", "check_keys", "CONFIG_KEYS", "train", "TrainingRun", "augmentation"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,33 @@ def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides
     parser.read_config([str(RECIPE), *paths])
     for key, value in (overrides or {}).items():
         parser[key] = value
+    check_keys(parser.get(), " + ".join(paths))
     return parser
+
+
+#: the keys an experiment config may set: top level, and inside its ``data`` and ``train`` blocks
+CONFIG_KEYS = {
+    "": {"_meta_", "name", "mode", "k", "seed", "divisible", "network", "data", "augmentation", "train", "loss", "optimizer", "lr_scheduler"},
+    "data": {"datalist", "dataset_dir", "fold", "roots", "normalize", "patch", "tumour_ratio"},
+    "train": {"batch_size", "lr", "weight_decay", "max_epochs", "max_minutes", "max_cpu_minutes", "val_interval", "bf16", "encoder_weights"},
+}
+
+
+def check_keys(config: dict, where: str) -> None:
+    """Fail on a key no part of training reads (a misspelt ``train#max_epoch`` would otherwise
+    be silently ignored and the default used).
+
+    Raises:
+        ValueError: naming the key, the config file(s) and the keys that are read.
+    """
+    for block, known in CONFIG_KEYS.items():
+        node = config if not block else config.get(block)
+        if not isinstance(node, dict):
+            continue
+        unknown = sorted(set(node) - known)
+        if unknown:
+            name = ", ".join(f"{block}#{k}" if block else k for k in unknown)
+            raise ValueError(f"{where}: unknown config key {name} (known{' in ' + block if block else ''}: {', '.join(sorted(known))})")
 
 
 def config_paths(config: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:

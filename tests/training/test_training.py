@@ -109,3 +109,19 @@ def test_recipe_loss_optimizer_schedule_come_from_config():
     assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == 5
     sgd = load_config(REPO / "configs" / "unet25d.yaml", {"optimizer": {"_target_": "torch.optim.SGD", "params": "$@network.parameters()", "lr": 0.1, "momentum": 0.9}})
     assert isinstance(sgd.get_parsed_content("optimizer"), torch.optim.SGD)
+
+
+def test_unknown_config_key_is_an_error(tmp_path, capsys):
+    """A misspelt key fails with its name and the config file, instead of being ignored."""
+    with pytest.raises(ValueError, match=r"unknown config key train#max_epoch .*known in train: .*max_epochs"):
+        load_config(REPO / "configs" / "unet25d.yaml", {"train#max_epoch": 3})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ndata:\n  tumor_ratio: 0.5\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key data#tumor_ratio"):
+        load_config([REPO / "configs" / "unet25d.yaml", bad])
+    with pytest.raises(ValueError, match="unknown config key epochs"):
+        load_config(REPO / "configs" / "unet25d.yaml", {"epochs": 3})
+    rc = main(["train", str(REPO / "configs" / "unet25d.yaml"), "--out", str(tmp_path / "r"), "--set", "train#max_epoch=2", "--quiet"])
+    assert rc == 2 and "unknown config key train#max_epoch" in capsys.readouterr().err
+    for cfg in sorted((REPO / "configs").glob("*.yaml")):  # every shipped config passes
+        load_config([REPO / "configs" / "unet25d_pool.yaml", cfg] if cfg.stem.endswith("_long") else cfg)
