@@ -36,7 +36,7 @@ from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import CheckpointLoader, CheckpointSaver, LrScheduleHandler, MeanDice, ValidationHandler, from_engine
-from monai.inferers import SimpleInferer, SlidingWindowInferer
+from monai.inferers import SimpleInferer
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -88,7 +88,7 @@ def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides
 
 #: the keys an experiment config may set: top level, and inside its ``data`` and ``train`` blocks
 CONFIG_KEYS = {
-    "": {"_meta_", "name", "mode", "k", "seed", "divisible", "network", "data", "augmentation", "train", "loss", "optimizer", "lr_scheduler"},
+    "": {"_meta_", "name", "mode", "k", "seed", "divisible", "network", "data", "augmentation", "train", "loss", "optimizer", "lr_scheduler", "val_inferer"},
     "data": {"datalist", "dataset_dir", "fold", "roots", "normalize", "patch", "tumour_ratio"},
     "train": {"batch_size", "lr", "weight_decay", "max_epochs", "max_minutes", "max_cpu_minutes", "val_interval", "bf16", "encoder_weights"},
 }
@@ -372,10 +372,9 @@ class TrainingRun:
         Dice per region; the best mean Dice is kept as ``best_model.pt``."""
         if self.mode == "2.5d":
             self.eval_net = volume_network(self.net, self.mode, k=self.k, bf16=self.bf16, divisible=int(self.parser.get("divisible", 16)))
-            val_inferer = SimpleInferer()
         else:
             self.eval_net = volume_network(self.net, self.mode, bf16=self.bf16)
-            val_inferer = SlidingWindowInferer(roi_size=self.patch, sw_batch_size=2, overlap=0.25)
+        val_inferer = self.parser.get_parsed_content("val_inferer")  # recipe.yaml's, or the config's own
         self.start = time.time()
         self.evaluator = SupervisedEvaluator(
             device=self.dev,

@@ -125,3 +125,12 @@ def test_unknown_config_key_is_an_error(tmp_path, capsys):
     assert rc == 2 and "unknown config key train#max_epoch" in capsys.readouterr().err
     for cfg in sorted((REPO / "configs").glob("*.yaml")):  # every shipped config passes
         load_config([REPO / "configs" / "unet25d_pool.yaml", cfg] if cfg.stem.endswith("_long") else cfg)
+
+
+def test_validation_inferer_comes_from_config():
+    """recipe.yaml's SimpleInferer for 2.5D; the 3D config brings its sliding windows."""
+    from monai.inferers import SimpleInferer, SlidingWindowInferer
+
+    assert isinstance(load_config(REPO / "configs" / "unet25d_pool.yaml").get_parsed_content("val_inferer"), SimpleInferer)
+    sw = load_config(REPO / "configs" / "segresnet3d.yaml").get_parsed_content("val_inferer")
+    assert isinstance(sw, SlidingWindowInferer) and tuple(sw.roi_size) == (96, 96, 96) and sw.overlap == 0.25
