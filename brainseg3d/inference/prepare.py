@@ -18,7 +18,7 @@ from brainseg3d.core.cases import Case, CaseError, channel_layout, inspect_case,
 from brainseg3d.core.checks import check_headers, check_network_size
 from brainseg3d.io import make_workdir
 
-__all__ = ["LoadedCase", "prepare_case", "preprocess_case", "strip_case_skull", "looks_skull_stripped"]
+__all__ = ["LoadedCase", "prepare_case", "preprocess_case", "strip_case_skull", "fills_brain_box"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class LoadedCase:
     seconds: float = 0.0
     files: list | None = None
     skull_strip: dict | None = None  # brain extraction report (skullstrip.strip_case)
-    looks_stripped: bool = True  # the (final) input fills < 90 % of its brain box
+    looks_stripped: bool = True  # the (final) input fills < 90 % of its brain box (fills_brain_box)
     estimate: dict | None = None  # quality features and uncertainty map (Predictor.predict_loaded)
     warnings: list = dataclasses.field(default_factory=list)  # input checks / discovery: into the report
     grid_file: Path | None = None  # the user's file (any format) whose grid the mask is on
@@ -101,7 +101,7 @@ def prepare_case(predictor, case: Case) -> LoadedCase:
         if predictor.skull_strip == "never":
             looks, strip_report = True, {"applied": False, "reason": "skull_strip=never"}
         else:
-            looks = reg.report["skull_stripped"]["looks_stripped"] if reg is not None else looks_skull_stripped(data["image"])
+            looks = reg.report["skull_stripped"]["looks_stripped"] if reg is not None else not fills_brain_box(data["image"])
             strip_report = {"applied": False, "reason": "input looks skull-stripped"}
         if not looks:
             stripped, strip_report, workdir = strip_case_skull(predictor, case, reg, workdir)
@@ -112,7 +112,7 @@ def prepare_case(predictor, case: Case) -> LoadedCase:
             shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
         raise
     return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report,
-                      looks_stripped=looks_skull_stripped(data["image"]), warnings=warnings, grid_file=grid_file)
+                      looks_stripped=not fills_brain_box(data["image"]), warnings=warnings, grid_file=grid_file)
 
 
 def preprocess_case(predictor, chain, case: Case, files) -> dict:
@@ -160,11 +160,14 @@ def strip_case_skull(predictor, case: Case, reg, workdir: str | None):
 
 
 
-def looks_skull_stripped(image: torch.Tensor, max_fill: float = 0.9) -> bool:
-    """Skull-stripped BraTS brains fill ~50-70 % of their bounding box (exact zeros outside);
-    a raw scan's noise and skull fill nearly all of it."""
+def fills_brain_box(image: torch.Tensor, max_fill: float = 0.9) -> bool:
+    """A cheap gate on the preprocessed image, not the skull-strip decision: skull-stripped
+    BraTS brains fill ~50-70 % of their bounding box (exact zeros outside), a raw scan's noise
+    and skull nearly all of it. Only when it does is the one rule,
+    :func:`brainseg3d.preprocessing.registration.looks_skull_stripped` on the input file, asked
+    (:func:`strip_case_skull`)."""
     fill = float((image != 0).any(0).float().mean())
-    return fill < max_fill
+    return fill >= max_fill
 
 
 def _case_error(e: BaseException) -> CaseError | None:
