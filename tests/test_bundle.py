@@ -598,6 +598,28 @@ def test_train_json_trains_a_member_and_assembles_the_ensemble(tiny_pool, tmp_pa
 
 
 @pytest.mark.slow
+def test_multi_gpu_train_json_under_torchrun(tmp_path):
+    """train.json + multi_gpu_train.json, two processes (gloo on CPU): the ranks train and
+    validate together, and rank 0 alone writes the epoch checkpoint and the member's weights."""
+    need_case()
+    pool = json.loads((REPO / "data_lists" / "pool60.json").read_text())
+    items = [dict(i) for i in pool["training"] if i["root"] == "brats2018"][:4]
+    for n, item in enumerate(items):  # two cases per fold: each rank validates one
+        item["fold"] = n % 2
+    datalist = tmp_path / "pool4.json"
+    datalist.write_text(json.dumps({"roots": {"brats2018": "brats2018"}, "training": items}))
+    ckpt = tmp_path / "models"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+           "--config_file", str([str(TRAIN), str(MULTI_GPU)]), "--bundle_root", str(BUNDLE), "--data_list_file_path", str(datalist),
+           "--dataset_dir", str(SHARED), "--epochs", "1", "--val_interval", "1", "--ckpt_dir", str(ckpt)]
+    proc = run_bundle(cmd, cwd=tmp_path)
+    assert "val_mean_dice" in proc.stdout + proc.stderr
+    assert (ckpt / "fold0" / "model.pt").is_file() and len(list((ckpt / "fold0").glob("epoch_checkpoint*.pt"))) == 1
+    member = torch.load(ckpt / "fold0" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in member)  # the bare network, not the DDP wrapper
+
+
+@pytest.mark.slow
 def test_evaluate_json_scores_and_writes_the_inference_mask(tiny_datalist, bundle_outputs, tmp_path):
     out = tmp_path / "eval"
     cmd = bundle_cmd([TRAIN, EVALUATE], data_list_file_path=tiny_datalist, dataset_dir=SHARED / "brats2018", num_workers=0, output_dir=out)
