@@ -131,6 +131,16 @@ def _member_masks(p: torch.Tensor, thresholds: Sequence[float], post: dict | Non
     return mask
 
 
+def box_dilate(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Max over the (2r + 1)^3 box around each voxel of ``x`` ``[B, C, D, H, W]``, as three 1D
+    max pools (the box max is separable: the same result as one cubic ``max_pool3d``, at a
+    fraction of its cost)."""
+    k = 2 * r + 1
+    x = torch.nn.functional.max_pool3d(x, (k, 1, 1), 1, (r, 0, 0))
+    x = torch.nn.functional.max_pool3d(x, (1, k, 1), 1, (0, r, 0))
+    return torch.nn.functional.max_pool3d(x, (1, 1, k), 1, (0, 0, r))
+
+
 def ensemble_features(member_probs, thresholds: Sequence[float], voxel_ml: float = 0.001,
                       features: Sequence[str] = DEFAULT_FEATURES, stride: int = STRIDE, post: dict | None = None,
                       reach_mm: float | None = PENUMBRA_REACH_MM) -> dict:
@@ -155,7 +165,7 @@ def ensemble_features(member_probs, thresholds: Sequence[float], voxel_ml: float
         near = torch.ones_like(mask)
         if reach_mm is not None and spatial.ndim >= 5 and mask.numel():
             r = max(1, int(round(reach_mm / stride)))
-            near = torch.nn.functional.max_pool3d(mask_sp.float().flatten(0, 1)[:, None], 2 * r + 1, 1, r)[:, 0] > 0
+            near = box_dilate(mask_sp.float().flatten(0, 1)[:, None], r)[:, 0] > 0
             near = near.reshape(mask_sp.shape).flatten(2)
         shell = ((p > PENUMBRA) & ~mask & near).sum(-1).double()
         per["penumbra"] = torch.log1p((shell / size.clamp_min(1.0)).clamp_max(10.0))

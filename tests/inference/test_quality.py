@@ -140,3 +140,14 @@ def test_bundle_calibration_is_fitted_and_validated(predictor):
 def test_no_quality_when_turned_off():
     p = Predictor(precision="fp32", quality=False)
     assert p.calibration is None and p._members is None
+
+
+def test_box_dilate_is_the_cubic_max_pool():
+    """The penumbra's reach: three 1D max pools give exactly the (2r+1)^3 box max."""
+    from brainseg3d.inference.quality import box_dilate
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 1, 17, 20, 15, generator=gen) > 0.98).float()
+    for r in (1, 3, 6):
+        assert torch.equal(box_dilate(x, r), torch.nn.functional.max_pool3d(x, 2 * r + 1, 1, r))
+    assert box_dilate(x, 3).sum() > x.sum()
