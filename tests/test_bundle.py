@@ -207,7 +207,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.4.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.5.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
