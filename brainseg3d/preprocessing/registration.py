@@ -39,7 +39,6 @@ import dataclasses
 import math
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +47,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from brainseg3d.core.cases import MODALITIES, Case, CaseError
+from brainseg3d.preprocessing.sitk_io import as_3d, itk_error_text, same_grid, temporary_name, write_atomic
 
 __all__ = [
     "RegisteredCase",
@@ -112,44 +112,16 @@ def _read(case: Case, modality: str, pixel_type=sitk.sitkFloat32) -> sitk.Image:
     try:
         img = sitk.ReadImage(str(path))
     except Exception as e:  # SimpleITK raises RuntimeError with a long ITK message
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise CaseError(case.case_id, f"cannot read {modality} ({Path(path).name}): {first}") from e
+        raise CaseError(case.case_id, f"cannot read {modality} ({Path(path).name}): {itk_error_text(e)}") from e
     img = _as_3d(img, case.case_id, f"{modality} ({Path(path).name})")
     return img if pixel_type is None else sitk.Cast(img, pixel_type)
 
 
 def _as_3d(img: sitk.Image, case_id: str, what: str) -> sitk.Image:
-    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
-        size = list(img.GetSize())
-        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(case_id, f"{what} is not a 3D scalar volume (size {img.GetSize()})")
-    return img
-
-
-def _tmp_name(out: Path) -> Path:
-    name = out.name
-    ext = ".nii.gz" if name.lower().endswith(".nii.gz") else Path(name).suffix
-    return out.with_name(f".{name[: len(name) - len(ext)]}.{uuid.uuid4().hex[:8]}.tmp{ext}")
-
-
-def _write_sitk_atomic(img: sitk.Image, out: Path) -> None:
-    tmp = _tmp_name(out)
     try:
-        sitk.WriteImage(img, str(tmp), True, 1)  # gzip level 1: intermediate files, speed first
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image, atol: float = 1e-3) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=atol)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=atol)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=atol)
-    )
+        return as_3d(img, what)
+    except ValueError as e:
+        raise CaseError(case_id, str(e)) from e
 
 
 # ---------------------------------------------------------------------------- public helpers
@@ -461,7 +433,7 @@ def register_case(
         transforms[m] = t
         mi_before[m], mi_after[m] = info["mi_before"], info["mi_after"]
         info["mean_displacement_mm"] = round(mean_displacement_mm(t, points), 4)
-        info["same_grid_as_reference"] = _same_grid(images[m], fixed)
+        info["same_grid_as_reference"] = same_grid(images[m], fixed)
         per_mod[m] = info
 
     grid = _iso_grid(fixed, spacing)
@@ -473,7 +445,7 @@ def register_case(
         if out_type != sitk.sitkFloat32:
             res = sitk.Cast(sitk.Round(res), out_type)
         out[m] = workdir / f"{case.case_id}_{m}.nii.gz"
-        _write_sitk_atomic(res, out[m])
+        write_atomic(res, out[m])
     label_out = None
     if case.label is not None:
         try:
@@ -487,7 +459,7 @@ def register_case(
             grid["direction"], 0, sitk.sitkUInt8,
         )
         label_out = workdir / f"{case.case_id}_seg.nii.gz"
-        _write_sitk_atomic(lab_res, label_out)
+        write_atomic(lab_res, label_out)
 
     for m in MODALITIES:
         src = originals[m]
@@ -580,7 +552,7 @@ def resample_to_reference(
     out.set_sform(ref.get_sform(), int(ref.header["sform_code"]))
     out.header.set_slope_inter(1.0, 0.0)
     out.header["cal_min"], out.header["cal_max"] = 0, float(data.max()) if data.size else 0
-    tmp = _tmp_name(out_path)
+    tmp = temporary_name(out_path)
     try:
         nib.save(out, str(tmp))
         os.replace(tmp, out_path)

@@ -60,7 +60,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -69,6 +68,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from brainseg3d.core.cases import MODALITIES, Case, CaseError
+from brainseg3d.preprocessing.sitk_io import itk_error_text, read_volume, same_grid, write_atomic
 
 __all__ = ["StrippedCase", "brain_mask", "mask_report", "strip_case"]
 
@@ -106,24 +106,6 @@ class StrippedCase:
     case: Case
     mask: sitk.Image
     report: dict
-
-
-def _read(image: str | os.PathLike | sitk.Image) -> sitk.Image:
-    img = image if isinstance(image, sitk.Image) else sitk.ReadImage(str(image))
-    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
-        img = sitk.Extract(img, list(img.GetSize()[:3]) + [0], [0, 0, 0, 0])
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"not a 3D scalar volume (size {img.GetSize()})")
-    return img
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-3)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-2)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-3)
-    )
 
 
 def _brain_intensity(a: np.ndarray) -> float:
@@ -206,14 +188,14 @@ def brain_mask(
     """
     if reference not in images:
         raise ValueError(f"reference modality {reference!r} not among {sorted(images)}")
-    ref = _read(images[reference])
+    ref = read_volume(images[reference])
     spacing = np.array(ref.GetSpacing()[::-1], float)  # numpy (z, y, x) order
     use = [reference] + [m for m in modalities if m in images and m != reference]
     ratio = None
     modes: dict[str, float] = {}
     for m in use:
-        img = ref if m == reference else _read(images[m])
-        if not _same_grid(img, ref):
+        img = ref if m == reference else read_volume(images[m])
+        if not same_grid(img, ref):
             raise ValueError(f"{m} is not on the {reference} grid; register the modalities first")
         raw = sitk.GetArrayFromImage(sitk.Cast(img, sitk.sitkFloat32))
         modes[m] = _brain_intensity(raw)
@@ -262,18 +244,6 @@ def mask_report(mask: sitk.Image) -> dict:
     return {"brain_ml": round(float(a.sum()) * voxel_ml, 1), "bbox_zyx": box}
 
 
-def _write_atomic(img: sitk.Image, out: Path) -> None:
-    name = out.name
-    ext = ".nii.gz" if name.lower().endswith(".nii.gz") else out.suffix
-    tmp = out.with_name(f".{name[: len(name) - len(ext)]}.{uuid.uuid4().hex[:8]}.tmp{ext}")
-    try:
-        sitk.WriteImage(img, str(tmp), True, 1)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def strip_case(
     case: Case,
     workdir: str | os.PathLike,
@@ -312,12 +282,11 @@ def strip_case(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        images = {m: _read(case.images[m]) for m in MODALITIES}
+        images = {m: read_volume(case.images[m]) for m in MODALITIES}
     except Exception as e:
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise CaseError(case.case_id, f"cannot read for skull stripping: {msg}") from e
+        raise CaseError(case.case_id, f"cannot read for skull stripping: {itk_error_text(e)}") from e
     for m, img in images.items():
-        if not _same_grid(img, images[reference]):
+        if not same_grid(img, images[reference]):
             raise CaseError(case.case_id, f"skull stripping: {m} is not on the {reference} grid; register first")
     info: dict = {}
     try:
@@ -329,9 +298,9 @@ def strip_case(
         m_mask = sitk.Cast(mask, sitk.sitkUInt8)
         m_mask.CopyInformation(img)  # same grid within tolerance; Mask wants exact equality
         out[m] = workdir / f"{case.case_id}_{m}.nii.gz"
-        _write_atomic(sitk.Mask(img, m_mask, outsideValue=0, maskingValue=0), out[m])  # 0 where the mask is 0
+        write_atomic(sitk.Mask(img, m_mask, outsideValue=0, maskingValue=0), out[m])  # 0 where the mask is 0
     if mask_path is not None:
-        _write_atomic(mask, Path(mask_path))
+        write_atomic(mask, Path(mask_path))
     report = {
         "applied": True,
         "method": "tissue-ratio window (T1c/T2/FLAIR) + erosion + largest component + closing + hole filling",

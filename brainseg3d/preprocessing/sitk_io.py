@@ -1,0 +1,78 @@
+"""SimpleITK helpers shared by the raw-scan stages (registration, skull stripping): reading a
+3D scalar volume, the same-grid check (one tolerance: :data:`brainseg3d.core.cases.GRID_ATOL`,
+the one discovery uses), atomic writes, and the line of an ITK error worth showing a user."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from brainseg3d.core.cases import GRID_ATOL
+
+__all__ = ["itk_error_text", "as_3d", "read_volume", "same_grid", "temporary_name", "write_atomic"]
+
+
+def itk_error_text(e: BaseException) -> str:
+    """The last line of an exception's message (ITK's are long C++ traces), or its type."""
+    text = str(e).strip()
+    return text.splitlines()[-1] if text else type(e).__name__
+
+
+def as_3d(img: sitk.Image, what: str = "image") -> sitk.Image:
+    """``img`` as a 3D scalar volume (a 4D file of one volume is squeezed).
+
+    Raises:
+        ValueError: not a 3D scalar volume, naming ``what``.
+    """
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+        img = sitk.Extract(img, list(img.GetSize()[:3]) + [0], [0, 0, 0, 0])
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{what} is not a 3D scalar volume (size {img.GetSize()})")
+    return img
+
+
+def read_volume(image, what: str | None = None) -> sitk.Image:
+    """A path (any SimpleITK-readable file) or an image, as a 3D scalar volume.
+
+    Raises:
+        RuntimeError: SimpleITK cannot read the file (its error).
+        ValueError: not a 3D scalar volume.
+    """
+    img = image if isinstance(image, sitk.Image) else sitk.ReadImage(str(image))
+    return as_3d(img, what or (Path(image).name if not isinstance(image, sitk.Image) else "image"))
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, atol: float = GRID_ATOL) -> bool:
+    """Same size, and spacing, origin and direction within ``atol`` (mm and cosines)."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=atol)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=atol)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=atol)
+    )
+
+
+def temporary_name(out: Path) -> Path:
+    """A hidden temporary file beside ``out`` with the same extension (``.nii.gz`` kept whole),
+    so that the writer picks the same format."""
+    name = out.name
+    ext = ".nii.gz" if name.lower().endswith(".nii.gz") else Path(name).suffix
+    return out.with_name(f".{name[: len(name) - len(ext)]}.{uuid.uuid4().hex[:8]}.tmp{ext}")
+
+
+def write_atomic(img: sitk.Image, out: str | os.PathLike, compression_level: int = 1) -> None:
+    """Write ``img`` so that ``out`` appears whole or not at all (temporary file, then
+    ``os.replace``; the temporary file is removed on failure). Level 1 gzip: these are
+    intermediate files, speed first."""
+    out = Path(out)
+    tmp = temporary_name(out)
+    try:
+        sitk.WriteImage(img, str(tmp), True, compression_level)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
