@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from brainseg3d.core.training import assemble_ensemble, load_member
 from brainseg3d.inference.predictor import DEFAULT_BUNDLE, load_bundle_network
 
 __all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle",
@@ -69,13 +70,6 @@ def sync_bundle(bundle: str | os.PathLike | None = None, check: bool = False) ->
     return drifted
 
 
-def _load_state(checkpoint: str | os.PathLike) -> dict:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if "network" in state and isinstance(state["network"], dict):
-        state = state["network"]
-    return state
-
-
 def export_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLike | None = None, torchscript: bool = True) -> Path:
     """Write ``models/model.pt`` (and ``model.ts``) of ``bundle`` from a training checkpoint.
 
@@ -89,7 +83,7 @@ def export_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLike | No
     net, parser = load_bundle_network(bundle, weights=False)
     if parser.get("members") is not None:  # an ensemble bundle: the checkpoint becomes its only member
         return export_ensemble([checkpoint], bundle, torchscript=torchscript, half=False)
-    state = _load_state(checkpoint)
+    state = load_member(checkpoint)
     if not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items()}
     net.load_state_dict(state)
@@ -313,6 +307,9 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
     import json
 
     bundle = Path(bundle or DEFAULT_BUNDLE)
+    missing = [str(c) for c in checkpoints if not Path(c).is_file()]
+    if missing:
+        raise FileNotFoundError(f"member weights not found: {', '.join(missing)}")
     cfg_path = bundle / "configs" / "inference.json"
     cfg = json.loads(cfg_path.read_text())
     if unet is None:
@@ -335,19 +332,8 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
     if postprocessing and evaluate.exists():  # evaluation post-processes as inference does
         _write_json(evaluate, {**json.loads(evaluate.read_text()), **_post_entries(postprocessing)})
     net, _ = load_bundle_network(bundle, weights=False)
-    state = {}
-    for i, ck in enumerate(checkpoints):
-        member = _load_state(ck)
-        member = {k[4:] if k.startswith("net.") else k: v for k, v in member.items()}
-        state.update({f"net.nets.{i}.{k}": v for k, v in member.items()})
-    net.load_state_dict(state)
     out = bundle / "models" / "model.pt"
-    part = out.with_suffix(".pt.part")
-    final = net.state_dict()
-    if half:
-        final = {k: v.half() if v.is_floating_point() else v for k, v in final.items()}
-    torch.save(final, part)
-    os.replace(part, out)
+    assemble_ensemble(checkpoints, net, out, half=half)  # the one assembly, as train.json's
     sync_bundle(bundle)  # the scripts/ the network is built from are the package's
     if torchscript:
         export_torchscript(bundle)

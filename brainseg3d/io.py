@@ -266,7 +266,7 @@ def save_label_like(img: nib.Nifti1Image, path: str | os.PathLike, like: str | o
     """
     import SimpleITK as sitk
 
-    from brainseg3d.core.cases import itk_ras_affine
+    from brainseg3d.core.cases import GRID_ATOL, itk_ras_affine
 
     data = np.asarray(img.dataobj)
     if data.min() < 0 or data.max() > 255:
@@ -277,7 +277,7 @@ def save_label_like(img: nib.Nifti1Image, path: str | os.PathLike, like: str | o
         reader.ReadImageInformation()
         size = tuple(reader.GetSize()[:3])
         if tuple(data.shape[:3]) != size or not np.allclose(itk_ras_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin()),
-                                                             img.affine, atol=1e-3):
+                                                             img.affine, atol=GRID_ATOL):
             raise ValueError(f"the mask (shape {data.shape[:3]}) is not on the grid of {Path(like).name} (shape {size}): not written")
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(img.affine, np.float64)  # RAS -> ITK's LPS
     spacing = np.linalg.norm(lps[:3, :3], axis=0)

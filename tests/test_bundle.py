@@ -207,7 +207,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.5.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.6.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
@@ -237,6 +237,23 @@ def test_metadata_input_and_output_formats():
         "2": "peritumoral edema",
         "4": "enhancing tumour",
     }
+
+
+def test_docs_state_the_shipped_model():
+    """The model card and the README describe the weights that ship: member count, post-processing
+    thresholds and the cross-validated Dice of ``eval_metrics`` (a new bundle must update them)."""
+    cfg = json.loads((CONFIGS / "inference.json").read_text())
+    card = (BUNDLE / "docs" / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert f"An ensemble of **{cfg['members']} 2D" in card
+    thresholds = "/".join(f"{t:g}" for t in cfg["thresholds"])
+    assert f"thresholds` = {thresholds} (WT/TC/ET)" in card
+    assert f"thresholds WT/TC/ET {thresholds}" in readme
+    metrics = metadata()["eval_metrics"]
+    values = [f"{metrics[f'cv_all_dice_{r}']:.3f} ±" for r in ("wt", "tc", "et")]
+    for text in (card, readme):
+        rows = [line for line in text.splitlines() if line.startswith("| all |")]
+        assert any(all(v in line for v in values) for line in rows), values
 
 
 def test_channel_def_keys_are_the_values_the_bundle_writes(bundle_on_path):
@@ -576,10 +593,12 @@ def tiny_datalist(tmp_path_factory):
 def test_train_json_trains_a_member_and_assembles_the_ensemble(tiny_pool, tmp_path):
     """``monai.bundle run`` train.json on fold 0: the member's final weights in models/fold0/,
     an epoch checkpoint, and, the other members being there, models/model.pt rebuilt as the
-    ensemble of all (the shipped model.pt's keys and shapes, members 1-2 unchanged)."""
+    ensemble of all (the shipped model.pt's keys and shapes, the other members unchanged)."""
     ckpt = tmp_path / "models"
     shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
-    for i in (1, 2):  # the other members, as earlier fold runs would have left them
+    members = json.loads(TRAIN.read_text())["members"]
+    others = range(1, members)
+    for i in others:  # the other members, as earlier fold runs would have left them
         (ckpt / f"fold{i}").mkdir(parents=True)
         prefix = f"net.nets.{i}."
         torch.save({k[len(prefix):]: v.float() for k, v in shipped.items() if k.startswith(prefix)}, ckpt / f"fold{i}" / "model.pt")
@@ -593,7 +612,7 @@ def test_train_json_trains_a_member_and_assembles_the_ensemble(tiny_pool, tmp_pa
     for k, v in member.items():
         torch.testing.assert_close(state[f"net.nets.0.{k}"].float(), v.half().float())
     for k, v in shipped.items():
-        if k.startswith(("net.nets.1.", "net.nets.2.")):
+        if k.startswith(tuple(f"net.nets.{i}." for i in others)):
             torch.testing.assert_close(state[k].float(), v.float())
 
 

@@ -111,6 +111,11 @@ def check_modality(data, case_id: str, modality: str) -> list[str]:
     if x.numel() == 0:
         raise CaseError(case_id, f"{modality} holds no voxels")
     check_finite(x, case_id, modality)
+    return _check_values(x, case_id, modality)
+
+
+def _check_values(x: torch.Tensor, case_id: str, modality: str) -> list[str]:
+    """:func:`check_modality` after the finiteness check, on the flat voxels."""
     lo, hi = (float(v) for v in torch.aminmax(x))
     if lo == hi:
         if lo == 0:
@@ -151,7 +156,7 @@ def check_image(image, case_id: str, modalities: Sequence[str] = MODALITIES) -> 
         raise CaseError(case_id, f"all {len(modalities)} modalities are empty (every voxel is 0)")
     warnings: list[str] = []
     for m, c in zip(modalities, x):
-        warnings += check_modality(c, case_id, m)
+        warnings += _check_values(c.reshape(-1), case_id, m)  # finiteness checked above
     cover = [int(torch.count_nonzero(c)) for c in x]
     best = max(cover)
     for m, n in zip(modalities, cover):

@@ -51,11 +51,12 @@ def output_path(out_dir: str | os.PathLike, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}.nii.gz"
 
 
-def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: Path, preview: bool, t0: float,
+def _finish_and_write(predictor: Predictor, loaded, label, case: Case, out_dir: Path, preview: bool, t_predict: float,
                       output_format: str = "nifti"):
-    """Writer thread: post-process a predicted case onto its input grid, then write it.
+    """Writer thread: post-process a predicted case onto its input grid, then write it
+    (``t_predict``: when its prediction started, for the report's ``seconds_inference``).
     Returns the mask's path and the report's ``quality`` block (or ``None``)."""
-    pred = predictor.finish_loaded(loaded, label, t0)
+    pred = predictor.finish_loaded(loaded, label, t_predict)
     return _write(pred, case, out_dir, preview, predictor.labels, output_format), pred.report.get("quality")
 
 
@@ -232,12 +233,14 @@ def _run(todo, out_dir: Path, predictor: Predictor, results: dict, preview: bool
                     loaded = fut.result()
                 else:
                     loaded = predictor.load(case)
+                t_predict = time.perf_counter()  # the report's seconds_inference starts here, as in Predictor.segment_loaded
                 try:
                     label = predictor.predict_loaded(loaded)  # the device's part; the rest goes to a writer
                 except BaseException:
                     predictor.discard(loaded)
                     raise
-                writes.append((case.case_id, writer.submit(_finish_and_write, predictor, loaded, label, case, out_dir, preview, t0, output_format), t0))
+                writes.append((case.case_id, writer.submit(_finish_and_write, predictor, loaded, label, case, out_dir, preview, t_predict,
+                                                           output_format), t0))
                 del loaded, label
             except Exception as e:  # one bad case must not stop the batch
                 msg = _error_message(e)

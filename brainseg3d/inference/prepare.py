@@ -96,23 +96,25 @@ def prepare_case(predictor, case: Case) -> LoadedCase:
     try:
         data = preprocess_case(predictor, chain, case, files)
         warnings += data.pop("input_warnings", [])
+        box_full = fills_brain_box(data["image"])
         # brain extraction only for inputs that do not look skull-stripped: registered raw
         # scans (checked during registration) or a preprocessed image whose brain box is full
         if predictor.skull_strip == "never":
             looks, strip_report = True, {"applied": False, "reason": "skull_strip=never"}
         else:
-            looks = reg.report["skull_stripped"]["looks_stripped"] if reg is not None else not fills_brain_box(data["image"])
+            looks = reg.report["skull_stripped"]["looks_stripped"] if reg is not None else not box_full
             strip_report = {"applied": False, "reason": "input looks skull-stripped"}
         if not looks:
             stripped, strip_report, workdir = strip_case_skull(predictor, case, reg, workdir)
             if stripped is not None:
                 data = preprocess_case(predictor, chain, case, stripped.modality_files())
+                box_full = fills_brain_box(data["image"])  # of the stripped input
     except Exception:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)  # load() fails: nobody else cleans it up
         raise
     return LoadedCase(case.case_id, data, chain, reference, reg, workdir, time.perf_counter() - t0, files, strip_report,
-                      looks_stripped=not fills_brain_box(data["image"]), warnings=warnings, grid_file=grid_file)
+                      looks_stripped=not box_full, warnings=warnings, grid_file=grid_file)
 
 
 def preprocess_case(predictor, chain, case: Case, files) -> dict:

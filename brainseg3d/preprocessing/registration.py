@@ -47,7 +47,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from brainseg3d.core.cases import MODALITIES, Case, CaseError
-from brainseg3d.preprocessing.sitk_io import as_3d, itk_error_text, same_grid, temporary_name, write_atomic
+from brainseg3d.io import atomic_path
+from brainseg3d.preprocessing.sitk_io import as_3d, itk_error_text, same_grid, write_atomic
 
 __all__ = [
     "RegisteredCase",
@@ -552,11 +553,6 @@ def resample_to_reference(
     out.set_sform(ref.get_sform(), int(ref.header["sform_code"]))
     out.header.set_slope_inter(1.0, 0.0)
     out.header["cal_min"], out.header["cal_max"] = 0, float(data.max()) if data.size else 0
-    tmp = temporary_name(out_path)
-    try:
+    with atomic_path(out_path) as tmp:
         nib.save(out, str(tmp))
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out_path

@@ -1,19 +1,20 @@
 """SimpleITK helpers shared by the raw-scan stages (registration, skull stripping): reading a
 3D scalar volume, the same-grid check (one tolerance: :data:`brainseg3d.core.cases.GRID_ATOL`,
-the one discovery uses), atomic writes, and the line of an ITK error worth showing a user."""
+the one discovery uses), atomic writes (through :func:`brainseg3d.io.atomic_path`, as every
+other writer), and the line of an ITK error worth showing a user."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from brainseg3d.core.cases import GRID_ATOL
+from brainseg3d.io import atomic_path
 
-__all__ = ["itk_error_text", "as_3d", "read_volume", "same_grid", "temporary_name", "write_atomic"]
+__all__ = ["itk_error_text", "as_3d", "read_volume", "same_grid", "write_atomic"]
 
 
 def itk_error_text(e: BaseException) -> str:
@@ -56,23 +57,8 @@ def same_grid(a: sitk.Image, b: sitk.Image, atol: float = GRID_ATOL) -> bool:
     )
 
 
-def temporary_name(out: Path) -> Path:
-    """A hidden temporary file beside ``out`` with the same extension (``.nii.gz`` kept whole),
-    so that the writer picks the same format."""
-    name = out.name
-    ext = ".nii.gz" if name.lower().endswith(".nii.gz") else Path(name).suffix
-    return out.with_name(f".{name[: len(name) - len(ext)]}.{uuid.uuid4().hex[:8]}.tmp{ext}")
-
-
 def write_atomic(img: sitk.Image, out: str | os.PathLike, compression_level: int = 1) -> None:
-    """Write ``img`` so that ``out`` appears whole or not at all (temporary file, then
-    ``os.replace``; the temporary file is removed on failure). Level 1 gzip: these are
-    intermediate files, speed first."""
-    out = Path(out)
-    tmp = temporary_name(out)
-    try:
+    """Write ``img`` so that ``out`` appears whole or not at all (:func:`brainseg3d.io.atomic_path`).
+    Level 1 gzip: these are intermediate files, speed first."""
+    with atomic_path(out) as tmp:
         sitk.WriteImage(img, str(tmp), True, compression_level)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -53,6 +53,7 @@ from monai.utils import set_determinism
 
 from brainseg3d.data.datalist import load_datalist
 from brainseg3d.data.pool import fold_items
+from brainseg3d.core.training import SliceResampler
 from brainseg3d.data.slices import SliceDataset, VolumeCache
 from brainseg3d.networks import Autocast, bf16_supported, load_encoder_weights, volume_network
 from brainseg3d.core.labels import REGIONS
@@ -409,14 +410,9 @@ class TrainingRun:
     def attach_handlers(self) -> None:
         """Epoch resampling, validation, the time budget, the metrics log, checkpoints every
         epoch, resume and the progress bar."""
-        trainer, evaluator, mode, tr_ds, tr_sampler = self.trainer, self.evaluator, self.mode, self.tr_ds, self.tr_sampler
-
-        @trainer.on(Events.EPOCH_STARTED)
-        def _new_epoch(engine):
-            if mode == "2.5d":
-                tr_ds.resample(engine.state.epoch)  # same draw on every rank (seeded by epoch)
-            if tr_sampler is not None:
-                tr_sampler.set_epoch(engine.state.epoch)
+        trainer, evaluator = self.trainer, self.evaluator
+        if self.mode == "2.5d":  # a new slice draw per epoch, the same on every rank (MONAI sets the DDP sampler's epoch)
+            SliceResampler(self.tr_ds).attach(trainer)
 
         val_interval = int(self.train_cfg.get("val_interval", 1))
         ValidationHandler(interval=val_interval, validator=evaluator).attach(trainer)

@@ -24,6 +24,10 @@ def test_bench_smoke(tmp_path, capsys):
     ref, ours = report["results"]
     assert ref["n"] == ours["n"] == 1 and ref["median_s"] > 0 and ours["median_s"] > 0
     assert ours["speedup_vs_reference"] > 0 and ours["peak_rss_mb"] > 0
+    # the stage times, from the case report: reading and inference each a part of the end-to-end time
+    assert ours["median_seconds_load"] > 0 and ours["median_seconds_inference"] > 0
+    assert ours["median_seconds_load"] + ours["median_seconds_inference"] <= ours["median_s"]  # one case: the stages do not overlap
+    assert "| load s | inference s |" in text
     assert 0.0 <= ours["Dice_WT"] <= 1.0  # the sample case has ground truth
     mem = ours["memory_batch"]
     assert mem["cases"] == mem["ok"] == 3 and mem["cases_per_s"] > 0 and len(mem["rss_mb_trace"]) == 20

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from .components import neighbour_stack
 
 __all__ = ["absolute_item", "load_pool", "fold_items", "SliceDataset", "SliceResampler", "Autocast", "bf16_supported", "save_weights",
-           "assemble_ensemble"]
+           "load_member", "assemble_ensemble"]
 
 
 def absolute_item(item: dict, base) -> dict:
@@ -226,20 +226,30 @@ def save_weights(network: nn.Module, out) -> Optional[str]:
     return str(out)
 
 
+def load_member(path) -> dict:
+    """The 2D network's state dict from a member file: a bare state dict (``final_model.pt``,
+    ``models/fold<i>/model.pt``), one saved through :class:`Autocast` (``net.`` keys) or a
+    training checkpoint (``{"network": ...}``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state.get("network"), dict):
+        state = state["network"]
+    return {k[4:] if k.startswith("net.") else k: v for k, v in state.items()}
+
+
 def assemble_ensemble(member_files: Sequence, ensemble: nn.Module, out, half: bool = True) -> Optional[str]:
     """Write the members' weights as the ensemble's ``model.pt``, once every member exists.
 
     Args:
         member_files: one state-dict file per ensemble member, in member order (the bundle's
-            ``models/fold<i>/model.pt``); a file may hold the bare 2D network or an
-            :class:`Autocast` around it.
+            ``models/fold<i>/model.pt``, a CV run's ``final_model.pt``; :func:`load_member`).
         ensemble: the bundle's ``network_def`` (``SliceWise25D(ProbabilityMean(nets))``); its
             ``net.nets[i]`` takes member ``i``.
         out: the ensemble file to write (``models/model.pt``).
         half: store float16 (half the size; the bundle loads it into float32 modules).
 
     Returns:
-        ``out`` when written, ``None`` when some member is not trained yet.
+        ``out`` when written (``ensemble`` then holds the members' weights), ``None`` when some
+        member is not trained yet.
     """
     files = [Path(f) for f in member_files]
     if not all(f.is_file() for f in files):
@@ -248,9 +258,7 @@ def assemble_ensemble(member_files: Sequence, ensemble: nn.Module, out, half: bo
     if len(nets) != len(files):
         raise ValueError(f"the ensemble has {len(nets)} members, got {len(files)} member files")
     for net, f in zip(nets, files):
-        state = torch.load(f, map_location="cpu", weights_only=True)
-        state = {k[4:] if k.startswith("net.") else k: v for k, v in state.items()}
-        net.load_state_dict(state)
+        net.load_state_dict(load_member(f))
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ensemble.state_dict().items()}
