@@ -207,7 +207,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.6.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.7.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
@@ -243,8 +243,8 @@ def test_docs_state_the_shipped_model():
     """The model card and the README describe the weights that ship: member count, post-processing
     thresholds and the cross-validated Dice of ``eval_metrics`` (a new bundle must update them)."""
     cfg = json.loads((CONFIGS / "inference.json").read_text())
-    card = (BUNDLE / "docs" / "README.md").read_text()
-    readme = (REPO / "README.md").read_text()
+    card = (BUNDLE / "docs" / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert f"An ensemble of **{cfg['members']} 2D" in card
     thresholds = "/".join(f"{t:g}" for t in cfg["thresholds"])
     assert f"thresholds` = {thresholds} (WT/TC/ET)" in card
