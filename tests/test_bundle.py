@@ -246,6 +246,7 @@ def test_docs_state_the_shipped_model():
     card = (BUNDLE / "docs" / "README.md").read_text(encoding="utf-8")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert f"An ensemble of **{cfg['members']} 2D" in card
+    assert f"An ensemble of {cfg['members']} 2D" in metadata()["description"]
     thresholds = "/".join(f"{t:g}" for t in cfg["thresholds"])
     assert f"thresholds` = {thresholds} (WT/TC/ET)" in card
     assert f"thresholds WT/TC/ET {thresholds}" in readme
