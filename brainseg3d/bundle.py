@@ -17,7 +17,7 @@ import torch
 from brainseg3d.core.training import assemble_ensemble, load_member
 from brainseg3d.inference.predictor import DEFAULT_BUNDLE, load_bundle_network
 
-__all__ = ["export_weights", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle",
+__all__ = ["export_weights", "extract_members", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle",
            "network_from_run", "recipe_from_run", "bundle_datalist"]
 
 #: the package modules the bundle carries verbatim in ``scripts/`` (so it runs with MONAI alone):
@@ -98,6 +98,32 @@ def export_weights(checkpoint: str | os.PathLike, bundle: str | os.PathLike | No
     return out
 
 
+def extract_members(out: str | os.PathLike, bundle: str | os.PathLike | None = None) -> list[Path]:
+    """Write each ensemble member of ``bundle`` as ``out/fold<i>/final_model.pt`` (float32 state
+    dict of the 2D network), the layout of a ``brainseg3d cv train`` run, so an experiment can
+    start each fold from the shipped member of that fold (``train#init_weights``).
+
+    Raises:
+        ValueError: when the bundle is not an ensemble (it has no ``members``).
+    """
+    bundle = Path(bundle or DEFAULT_BUNDLE)
+    state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    members = sorted({int(k.split(".")[2]) for k in state if k.startswith("net.nets.")})
+    if not members:
+        raise ValueError(f"{bundle}: models/model.pt holds no ensemble members (net.nets.<i>.*)")
+    written = []
+    for i in members:
+        prefix = f"net.nets.{i}."
+        member = {k[len(prefix):]: (v.float() if v.is_floating_point() else v) for k, v in state.items() if k.startswith(prefix)}
+        path = Path(out) / f"fold{i}" / "final_model.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".pt.part")
+        torch.save(member, tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
 def export_torchscript(bundle: str | os.PathLike | None = None) -> Path:
     """``monai.bundle.ckpt_export``: ``models/model.pt`` -> ``models/model.ts`` (with the configs inside)."""
     from monai.bundle import ckpt_export
@@ -162,6 +188,7 @@ RECIPE_KEYS = {
     "tumour_ratio": "data#tumour_ratio",
     "data": "data#patch",
     "augmentation": "augmentation",
+    "init_weights": "train#init_weights",
 }
 
 
@@ -195,7 +222,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
             node = cfg
             for part in where.split("#"):
                 node = node.get(part) if isinstance(node, dict) else None
-            if node is not None:
+            if node is not None or key == "init_weights":  # no init_weights: from scratch (null)
                 values[key] = {"patch": node} if key == "data" else node
         per_fold.append((path.parent.name, values))
         listed = (cfg.get("data") or {}).get("datalist")

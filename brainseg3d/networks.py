@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from brainseg3d.core.components import SliceWise25D, neighbour_stack
-from brainseg3d.core.training import Autocast, bf16_supported
+from brainseg3d.core.training import Autocast, bf16_supported, load_initial_weights, widen_neighbour_channels
 
-__all__ = ["SliceWise25D", "neighbour_stack", "Autocast", "bf16_supported", "load_encoder_weights", "volume_network",
+__all__ = ["SliceWise25D", "neighbour_stack", "Autocast", "bf16_supported", "load_encoder_weights", "load_initial_weights",
+           "widen_neighbour_channels", "volume_network",
            "MemberLogits", "member_network", "flip_mean_probability"]
 
 logger = logging.getLogger(__name__)

@@ -369,6 +369,37 @@ def test_train_network_is_one_member_of_the_inference_ensemble(bundle_on_path):
     assert parsers[1]["members"] == len(infer_net.net.nets)
 
 
+def test_bundle_members_writes_each_member_and_train_json_starts_from_one(bundle_on_path, tmp_path, capsys):
+    """``brainseg3d bundle members OUT`` writes member i as OUT/fold<i>/final_model.pt (the
+    shipped weights, float32); train.json's ``init_weights`` ({fold} replaced) starts the
+    member it trains from that file."""
+    from monai.bundle import ConfigParser
+
+    from brainseg3d.cli import main
+
+    assert main(["bundle", "members", str(tmp_path / "members")]) == 0
+    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    members = json.loads(TRAIN.read_text())["members"]
+    files = sorted((tmp_path / "members").glob("fold*/final_model.pt"))
+    assert [f.parent.name for f in files] == [f"fold{i}" for i in range(members)]
+    assert str(files[0]) in capsys.readouterr().out
+    fold = members - 1
+    member = torch.load(files[fold], map_location="cpu", weights_only=True)
+    for k, v in member.items():
+        assert v.dtype == torch.float32
+        torch.testing.assert_close(v, shipped[f"net.nets.{fold}.{k}"].float())
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    train = json.loads(TRAIN.read_text())
+    parser.update({"init_weights": str(tmp_path / "members" / "fold{fold}" / "final_model.pt"), "fold": fold, "device": "$torch.device('cpu')"})
+    net = parser.get_parsed_content("network", instantiate=True)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, member[k])
+    assert train["init_weights"] is None or "{fold}" in train["init_weights"]
+    assert main(["bundle", "members", str(tmp_path / "x"), "--bundle", str(tmp_path)]) == 1  # no model.pt: an error line
+    assert "model.pt" in capsys.readouterr().err
+
+
 def test_train_json_is_the_shipped_recipe():
     """The recipe in train.json is the one that made the shipped weights: the run configs of the
     shipped folds (docs/training/cv/fold*/config.yaml) and the package's recipe.yaml (loss,

@@ -40,3 +40,40 @@ def test_bf16_close_to_fp32():
         b = volume_network(net, "2.5d", k=1, bf16=True)(x)
     assert b.dtype == torch.float32
     assert ((a > 0) == (b > 0)).float().mean() > 0.97
+
+
+def test_widened_network_computes_what_the_k1_network_did(tmp_path):
+    """A K = 1 model's weights in a K = 2 network (zero weights on the two new outer slices)
+    give the same output on the K = 2 neighbour stack as the K = 1 model on its own."""
+    from brainseg3d.networks import load_initial_weights
+
+    k1, k2 = _net(1), _net(2)
+    with torch.no_grad():
+        for p in k2.parameters():
+            p.add_(1.0)  # whatever K = 2 held before is replaced
+    torch.save({f"net.{k}": v for k, v in k1.state_dict().items()}, tmp_path / "fold3.pt")  # saved through Autocast
+    load_initial_weights(k2, tmp_path / "fold{fold}.pt", fold=3)
+    first = k2.state_dict()["model.0.conv.unit0.conv.weight"]
+    assert first.shape[1] == 20 and bool((first[:, :4] == 0).all()) and bool((first[:, 16:] == 0).all())
+    x = torch.randn(4, 24, 24, 6)
+    with torch.no_grad():
+        assert torch.allclose(k1(neighbour_stack(x, 1)), k2(neighbour_stack(x, 2)), atol=1e-5)
+
+
+def test_initial_weights_errors_name_the_problem(tmp_path):
+    import pytest
+
+    from brainseg3d.networks import load_initial_weights, widen_neighbour_channels
+
+    with pytest.raises(FileNotFoundError, match="fold2.pt"):
+        load_initial_weights(_net(1), tmp_path / "fold{fold}.pt", fold=2)
+    torch.save(_net(1).state_dict(), tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="no fold"):
+        load_initial_weights(_net(1), str(tmp_path / "m{fold}.pt"))
+    other = UNet(2, 12, 3, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1)  # deeper: does not fit
+    with pytest.raises(ValueError, match="m.pt: the weights do not fit"):
+        load_initial_weights(other, tmp_path / "m.pt")
+    wide = UNet(2, 12, 3, channels=(12, 16, 32), strides=(2, 2), num_res_units=1)  # output channels differ: not a widening
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_neighbour_channels(_net(1).state_dict(), wide.state_dict())
+    assert load_initial_weights(_net(1), None) is not None  # no weights: the network as built

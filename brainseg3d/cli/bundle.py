@@ -1,4 +1,4 @@
-"""Maintain the MONAI bundle (``brainseg3d bundle sync``)."""
+"""Maintain the MONAI bundle (``brainseg3d bundle sync``, ``brainseg3d bundle members``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ def _sync(args) -> int:
     return 1 if args.check and drifted else 0
 
 
+def _members(args) -> int:
+    """Run ``bundle members``; returns its exit status."""
+    from brainseg3d.bundle import extract_members
+
+    try:
+        written = extract_members(args.out, args.bundle)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
 def add_parser(sub) -> None:
     """Register the ``bundle`` command on the top-level subparsers."""
     s = sub.add_parser("bundle", help="maintain the MONAI bundle")
@@ -30,4 +44,8 @@ def add_parser(sub) -> None:
     s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
     s.add_argument("--check", action="store_true", help="only report what differs (exit 1 if anything does)")
     s.set_defaults(func=_sync)
+    s = bs.add_parser("members", help="write the ensemble's members as OUT/fold<i>/final_model.pt (to start an experiment from them)")
+    s.add_argument("out", help="output folder (a cv run's layout)")
+    s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
+    s.set_defaults(func=_members)
 

@@ -55,7 +55,7 @@ from brainseg3d.data.datalist import load_datalist
 from brainseg3d.data.pool import fold_items
 from brainseg3d.core.training import SliceResampler
 from brainseg3d.data.slices import SliceDataset, VolumeCache
-from brainseg3d.networks import Autocast, bf16_supported, load_encoder_weights, volume_network
+from brainseg3d.networks import Autocast, bf16_supported, load_encoder_weights, load_initial_weights, volume_network
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.preprocessing.transforms import preprocessing
 
@@ -91,7 +91,7 @@ def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides
 CONFIG_KEYS = {
     "": {"_meta_", "name", "mode", "k", "seed", "divisible", "network", "data", "augmentation", "train", "loss", "optimizer", "lr_scheduler", "val_inferer"},
     "data": {"datalist", "dataset_dir", "fold", "roots", "normalize", "patch", "tumour_ratio"},
-    "train": {"batch_size", "lr", "weight_decay", "max_epochs", "max_minutes", "max_cpu_minutes", "val_interval", "bf16", "encoder_weights"},
+    "train": {"batch_size", "lr", "weight_decay", "max_epochs", "max_minutes", "max_cpu_minutes", "val_interval", "bf16", "encoder_weights", "init_weights"},
 }
 
 
@@ -364,6 +364,7 @@ class TrainingRun:
         parser["train#weight_decay"] = float(train_cfg.get("weight_decay", 1e-5))
         self.net = parser.get_parsed_content("network").to(self.dev)
         load_encoder_weights(self.net, train_cfg.get("encoder_weights"))
+        load_initial_weights(self.net, train_cfg.get("init_weights"), self.fold)  # a resumed run's checkpoint replaces it
         self.loss = parser.get_parsed_content("loss")
         self.opt = parser.get_parsed_content("optimizer")
         self.sched = parser.get_parsed_content("lr_scheduler")

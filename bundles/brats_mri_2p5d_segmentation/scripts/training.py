@@ -20,6 +20,7 @@ carries a verbatim copy at ``scripts/training.py`` (``brainseg3d bundle sync``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -31,8 +32,11 @@ from torch.utils.data import Dataset
 
 from .components import neighbour_stack
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["absolute_item", "load_pool", "fold_items", "SliceDataset", "SliceResampler", "Autocast", "bf16_supported", "save_weights",
-           "load_member", "assemble_ensemble"]
+           "load_member", "assemble_ensemble",
+           "widen_neighbour_channels", "load_initial_weights"]
 
 
 def absolute_item(item: dict, base) -> dict:
@@ -234,6 +238,80 @@ def load_member(path) -> dict:
     if isinstance(state.get("network"), dict):
         state = state["network"]
     return {k[4:] if k.startswith("net.") else k: v for k, v in state.items()}
+
+
+def widen_neighbour_channels(state: dict, own: dict, n_modalities: int = 4) -> dict:
+    """Grow a 2.5D network's first layer from K to K' > K neighbour slices (net2net style).
+
+    The input channels are neighbour-major (:func:`neighbour_stack`: offset ``-K..K``, each
+    ``n_modalities`` channels), so a K model's weights are the centre ``4 (2K + 1)`` input
+    channels of a K' model; the added outer neighbours get zero weights. The widened network
+    computes exactly what the K network did, and training then learns to use the extra slices.
+
+    Args:
+        state: the trained state dict (K neighbours).
+        own: the new network's state dict (K' neighbours), for the shapes.
+        n_modalities: channels per slice.
+
+    Returns:
+        ``state`` with every tensor that differs from ``own`` only in its input channels
+        (dimension 1, a multiple of ``n_modalities`` each side) widened; other tensors as they were.
+
+    Raises:
+        ValueError: for a tensor whose shape cannot be widened this way (another architecture).
+    """
+    out = dict(state)
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None or target.shape == value.shape:
+            continue
+        c_old, c_new = (value.shape[1], target.shape[1]) if value.dim() > 1 else (0, 0)
+        same_rest = value.dim() == target.dim() and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]
+        if not (same_rest and c_new > c_old and c_old % n_modalities == 0 and c_new % n_modalities == 0
+                and (c_new - c_old) % (2 * n_modalities) == 0):
+            raise ValueError(f"cannot widen {key!r} from shape {tuple(value.shape)} to {tuple(target.shape)}: "
+                             "only the input channels of a 2.5D network with more neighbour slices can grow")
+        start = (c_new - c_old) // 2
+        grown = torch.zeros_like(target, dtype=value.dtype)
+        grown[:, start:start + c_old] = value
+        out[key] = grown
+    return out
+
+
+def load_initial_weights(net: nn.Module, path: str | Path | None, fold: int | None = None) -> nn.Module:
+    """Start training from trained weights (fine-tuning, a warm restart of the schedule).
+
+    Args:
+        net: the network the config builds.
+        path: a member file (bare state dict, :class:`Autocast` or ``{"network": ...}``, as
+            :func:`load_member` reads), ``{fold}`` in it replaced by
+            the fold trained, so each fold starts from its own fold's model and the
+            out-of-fold predictions stay honest. A model with fewer neighbour slices is
+            widened (:func:`widen_neighbour_channels`).
+        fold: the fold trained, for ``{fold}``.
+
+    Raises:
+        FileNotFoundError: naming the file when it does not exist.
+        ValueError: when ``{fold}`` is in ``path`` but no fold is trained, or the weights do
+            not fit the network.
+    """
+    if not path:
+        return net
+    path = str(path)
+    if "{fold}" in path:
+        if fold is None:
+            raise ValueError(f"train#init_weights {path!r} names a fold ({{fold}}) but no fold is trained (use --fold or cv train)")
+        path = path.replace("{fold}", str(int(fold)))
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"train#init_weights: no such file: {path}")
+    own = net.state_dict()
+    try:
+        state = widen_neighbour_channels(load_member(path), own)
+        net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()})  # strict: every tensor must fit
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"train#init_weights {path}: the weights do not fit the config's network: {str(e).splitlines()[0]}") from None
+    logger.info("initial weights from %s (%d tensors)", path, len(state))
+    return net
 
 
 def assemble_ensemble(member_files: Sequence, ensemble: nn.Module, out, half: bool = True) -> Optional[str]:
