@@ -188,7 +188,6 @@ RECIPE_KEYS = {
     "tumour_ratio": "data#tumour_ratio",
     "data": "data#patch",
     "augmentation": "augmentation",
-    "init_weights": "train#init_weights",
 }
 
 
@@ -199,7 +198,10 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
     Returns:
         ``(entries, datalist)``: ``entries`` maps train.json keys (:data:`RECIPE_KEYS`) to the
         run's values; where the folds differ (e.g. one fold trained for fewer epochs), the
-        largest value is written and ``_comment_recipe`` says which folds differ.
+        largest value is written and ``_comment_recipe`` says which folds differ;
+        ``_comment_init_weights_recipe`` says whether the members started from trained weights
+        (``train#init_weights``; train.json's own ``init_weights`` stays null so that it runs
+        anywhere).
         ``datalist`` is the run's pool datalist (``None`` when it is not found).
 
     Raises:
@@ -222,7 +224,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
             node = cfg
             for part in where.split("#"):
                 node = node.get(part) if isinstance(node, dict) else None
-            if node is not None or key == "init_weights":  # no init_weights: from scratch (null)
+            if node is not None:
                 values[key] = {"patch": node} if key == "data" else node
         per_fold.append((path.parent.name, values))
         listed = (cfg.get("data") or {}).get("datalist")
@@ -240,6 +242,12 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
                 entries[key] = max(v[key] for _, v in per_fold)
     if differ:
         entries["_comment_recipe"] = "the folds of the exported run differ in: " + "; ".join(differ)
+    starts = sorted({str(w) for w in (((yaml.safe_load(p.read_text()).get("train") or {}).get("init_weights")) for p in configs) if w})
+    # train.json keeps init_weights null (it runs anywhere, from scratch); the comment says where the shipped members started
+    entries["_comment_init_weights_recipe"] = (
+        f"the shipped members did not start from scratch: each fold started from {', '.join(starts)} of the run that made them "
+        "(its own fold's earlier model, widened to this K where it had fewer neighbours); --init_weights with such files does the same"
+        if starts else "the shipped members were trained from scratch (init_weights null)")
     for key in ("epochs", "val_interval", "batch_size", "seed"):
         if key in entries:
             entries[key] = int(entries[key])

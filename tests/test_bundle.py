@@ -153,7 +153,7 @@ def test_cv_export_writes_the_runs_own_architecture(tmp_path):
     import yaml
     from monai.networks.nets import UNet
 
-    from brainseg3d.bundle import export_ensemble, network_from_run
+    from brainseg3d.bundle import export_ensemble, network_from_run, recipe_from_run
     from brainseg3d.inference.predictor import load_bundle_network
 
     run = tmp_path / "run"
@@ -162,7 +162,8 @@ def test_cv_export_writes_the_runs_own_architecture(tmp_path):
     for fold in (0, 1):
         d = run / f"fold{fold}"
         d.mkdir(parents=True)
-        (d / "config.yaml").write_text(yaml.safe_dump({"k": 2, "network": net_cfg}, sort_keys=False))
+        train = {"max_epochs": 4, "init_weights": "runs/k1/fold{fold}/final_model.pt"}  # a warm-started stage
+        (d / "config.yaml").write_text(yaml.safe_dump({"k": 2, "network": net_cfg, "train": train}, sort_keys=False))
         torch.manual_seed(fold)
         unet = UNet(spatial_dims=2, in_channels=20, out_channels=3, channels=[8, 16, 32], strides=[2, 2], num_res_units=1, norm="INSTANCE")
         torch.save(unet.state_dict(), d / "final_model.pt")
@@ -170,10 +171,14 @@ def test_cv_export_writes_the_runs_own_architecture(tmp_path):
     assert k == 2 and unet_kwargs["channels"] == [8, 16, 32] and "_target_" not in unet_kwargs
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("*.ts", "eval", "__pycache__"))
-    export_ensemble(sorted(run.glob("fold*/final_model.pt")), bundle, torchscript=False, unet=unet_kwargs, k=k)
+    recipe, _ = recipe_from_run(run)
+    export_ensemble(sorted(run.glob("fold*/final_model.pt")), bundle, torchscript=False, unet=unet_kwargs, k=k, recipe=recipe)
     for name in ("inference.json", "train.json"):
         cfg = json.loads((bundle / "configs" / name).read_text())
         assert cfg["k"] == 2 and cfg["unet"]["channels"] == [8, 16, 32] and cfg["members"] == 2, name
+    train = json.loads((bundle / "configs" / "train.json").read_text())
+    assert train["epochs"] == 4 and train["init_weights"] is None  # runs anywhere; the comment says where the members started
+    assert "runs/k1/fold{fold}/final_model.pt" in train["_comment_init_weights_recipe"]
     net, _ = load_bundle_network(bundle)
     with torch.no_grad():
         out = net(torch.rand(1, 4, 32, 32, 6))
