@@ -124,7 +124,7 @@ def test_unknown_config_key_is_an_error(tmp_path, capsys):
     rc = main(["train", str(REPO / "configs" / "unet25d.yaml"), "--out", str(tmp_path / "r"), "--set", "train#max_epoch=2", "--quiet"])
     assert rc == 2 and "unknown config key train#max_epoch" in capsys.readouterr().err
     for cfg in sorted((REPO / "configs").glob("*.yaml")):  # every shipped config passes
-        load_config([REPO / "configs" / "unet25d_pool.yaml", cfg] if cfg.stem.endswith("_long") else cfg)
+        load_config([REPO / "configs" / "unet25d_pool.yaml", cfg] if cfg.stem.startswith("unet25d_pool_") else cfg)  # overlays over the base
 
 
 def test_validation_inferer_comes_from_config():
