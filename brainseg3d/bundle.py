@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from brainseg3d.core.training import assemble_ensemble, load_member
+from brainseg3d.core.training import _atomic_save, assemble_ensemble, load_member
 from brainseg3d.inference.predictor import DEFAULT_BUNDLE, load_bundle_network
 
 __all__ = ["export_weights", "extract_members", "export_ensemble", "export_torchscript", "ensemble_network_def", "VENDORED", "sync_bundle",
@@ -116,10 +116,7 @@ def extract_members(out: str | os.PathLike, bundle: str | os.PathLike | None = N
         prefix = f"net.nets.{i}."
         member = {k[len(prefix):]: (v.float() if v.is_floating_point() else v) for k, v in state.items() if k.startswith(prefix)}
         path = Path(out) / f"fold{i}" / "final_model.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.part")
-        torch.save(member, tmp)
-        os.replace(tmp, path)
+        _atomic_save(member, path)
         written.append(path)
     return written
 
@@ -214,6 +211,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
     if not configs:
         raise FileNotFoundError(f"no fold*/config.yaml under {run}")
     per_fold = []
+    starts = set()  # where the folds started (train#init_weights)
     datalist = None
     for path in configs:
         cfg = yaml.safe_load(path.read_text())
@@ -227,6 +225,9 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
             if node is not None:
                 values[key] = {"patch": node} if key == "data" else node
         per_fold.append((path.parent.name, values))
+        start = (cfg.get("train") or {}).get("init_weights")
+        if start:
+            starts.add(str(start))
         listed = (cfg.get("data") or {}).get("datalist")
         if listed and datalist is None:
             for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
@@ -242,10 +243,9 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
                 entries[key] = max(v[key] for _, v in per_fold)
     if differ:
         entries["_comment_recipe"] = "the folds of the exported run differ in: " + "; ".join(differ)
-    starts = sorted({str(w) for w in (((yaml.safe_load(p.read_text()).get("train") or {}).get("init_weights")) for p in configs) if w})
     # train.json keeps init_weights null (it runs anywhere, from scratch); the comment says where the shipped members started
     entries["_comment_init_weights_recipe"] = (
-        f"the shipped members did not start from scratch: each fold started from {', '.join(starts)} of the run that made them "
+        f"the shipped members did not start from scratch: each fold started from {', '.join(sorted(starts))} of the run that made them "
         "(its own fold's earlier model, widened to this K where it had fewer neighbours); --init_weights with such files does the same"
         if starts else "the shipped members were trained from scratch (init_weights null)")
     for key in ("epochs", "val_interval", "batch_size", "seed"):

@@ -307,7 +307,7 @@ def load_initial_weights(net: nn.Module, path: str | Path | None, fold: int | No
     own = net.state_dict()
     try:
         state = widen_neighbour_channels(load_member(path), own)
-        net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()})  # strict: every tensor must fit
+        net.load_state_dict(state)  # strict: every tensor must fit (copied into the network's own dtype)
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"train#init_weights {path}: the weights do not fit the config's network: {str(e).splitlines()[0]}") from None
     logger.info("initial weights from %s (%d tensors)", path, len(state))
