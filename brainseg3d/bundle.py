@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -177,6 +178,7 @@ def network_from_run(run: str | os.PathLike) -> tuple[dict, int]:
 #: train.json key -> the run config's key (MONAI ``#`` path): the recipe ``cv export`` writes
 RECIPE_KEYS = {
     "seed": "seed",
+    "views": "views",
     "epochs": "train#max_epochs",
     "val_interval": "train#val_interval",
     "learning_rate": "train#lr",
@@ -269,7 +271,8 @@ def bundle_datalist(pool: str | os.PathLike) -> dict:
 
 def ensemble_network_def(unet: dict, members: int) -> dict:
     """The bundle config entries of an ensemble of ``members`` 2D networks built from ``unet``
-    (keyword arguments of :class:`monai.networks.nets.UNet`) behind one SliceWise25D."""
+    (keyword arguments of :class:`monai.networks.nets.UNet`) behind one SliceWise25D, which
+    reads the config's ``views``."""
     return {
         "members": int(members),
         "unet": unet,
@@ -283,6 +286,7 @@ def ensemble_network_def(unet: dict, members: int) -> dict:
             "k": "@k",
             "slice_batch": "@slice_batch",
             "bf16": "@bf16",
+            "views": "@views",
         },
     }
 
@@ -318,7 +322,8 @@ def _post_entries(post: dict) -> dict:
 
 def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchscript: bool = True,
                     postprocessing: dict | None = None, unet: dict | None = None, half: bool = True, k: int | None = None,
-                    recipe: dict | None = None, datalist: str | os.PathLike | None = None) -> Path:
+                    recipe: dict | None = None, datalist: str | os.PathLike | None = None,
+                    views: Sequence[str] | None = None) -> Path:
     """Make the bundle's network the mean of several trained 2D networks (e.g. the CV folds).
 
     Rewrites ``network_def`` (and ``members``, ``unet``, the post-processing setting) in the
@@ -338,6 +343,9 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
             ``configs/datalist.json`` (:func:`bundle_datalist`).
         half: store the weights in ``model.pt`` as float16 (half the size in git; loading
             casts them back to the float32 network; TorchScript stays float32).
+        views: the slice views inference averages (``inference.json`` and ``evaluate.json``'s
+            ``views``; default: the bundle's, or axial). train.json keeps the views the
+            members are trained on (the recipe's).
     """
     import json
 
@@ -352,7 +360,8 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
     entries = ensemble_network_def(unet, len(checkpoints))
     if k is not None:
         cfg["k"] = int(k)
-    _write_json(cfg_path, _with_network(cfg, entries, _post_entries(postprocessing) if postprocessing else {}))
+    views = list(views or cfg.get("views") or ["axial"])
+    _write_json(cfg_path, _with_network(cfg, entries, {**(_post_entries(postprocessing) if postprocessing else {}), "views": views}))
     train_cfg = bundle / "configs" / "train.json"
     if train_cfg.exists():  # train.json trains one member of the same ensemble, by the run's recipe
         train = json.loads(train_cfg.read_text())
@@ -360,12 +369,13 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
             train["k"] = int(k)
         train.pop("_comment_recipe", None)
         train.update({"members": entries["members"], "unet": entries["unet"], "ensemble_def": entries["network_def"], **(recipe or {})})
+        train.setdefault("views", "axial")
         _write_json(train_cfg, train)
     if datalist is not None:
         _write_json(bundle / "configs" / "datalist.json", bundle_datalist(datalist))
     evaluate = bundle / "configs" / "evaluate.json"
-    if postprocessing and evaluate.exists():  # evaluation post-processes as inference does
-        _write_json(evaluate, {**json.loads(evaluate.read_text()), **_post_entries(postprocessing)})
+    if evaluate.exists():  # evaluation reads the views and post-processes as inference does
+        _write_json(evaluate, {**json.loads(evaluate.read_text()), **(_post_entries(postprocessing) if postprocessing else {}), "views": views})
     net, _ = load_bundle_network(bundle, weights=False)
     out = bundle / "models" / "model.pt"
     assemble_ensemble(checkpoints, net, out, half=half)  # the one assembly, as train.json's

@@ -51,7 +51,8 @@ def load_encoder_weights(net: nn.Module, path: str | Path | None) -> nn.Module:
     return net
 
 
-def volume_network(net: nn.Module, mode: str, k: int = 1, bf16: bool = False, slice_batch: int = 32, divisible: int = 16) -> nn.Module:
+def volume_network(net: nn.Module, mode: str, k: int = 1, bf16: bool = False, slice_batch: int = 32, divisible: int = 16,
+                   views: str | list[str] = "axial") -> nn.Module:
     """A network that takes ``[B, 4, H, W, D]`` and returns ``[B, 3, H, W, D]`` logits.
 
     Args:
@@ -59,9 +60,11 @@ def volume_network(net: nn.Module, mode: str, k: int = 1, bf16: bool = False, sl
         mode: ``"2.5d"`` wraps ``net`` in :class:`SliceWise25D`; ``"3d"`` returns it as is
             (under autocast when ``bf16``).
         divisible: in-plane padding multiple the 2D network needs (32 for 5 down-samplings).
+        views: the slices a 2.5D network reads (``"axial"``, ``"coronal"``, ``"sagittal"``), or
+            several of them, whose probabilities are averaged.
     """
     if mode == "2.5d":
-        return SliceWise25D(net, k=k, slice_batch=slice_batch, divisible=divisible, bf16=bf16)
+        return SliceWise25D(net, k=k, slice_batch=slice_batch, divisible=divisible, bf16=bf16, views=views)
     if mode == "3d":
         return Autocast(net, enabled=bf16)
     raise ValueError(f"mode must be '2.5d' or '3d', got {mode!r}")
@@ -102,5 +105,5 @@ def member_network(network: nn.Module) -> tuple[nn.Module, int]:
     inner = network.net
     nets = inner.nets if type(inner).__name__ == "ProbabilityMean" else nn.ModuleList([inner])
     wrapped = SliceWise25D(MemberLogits(nets), k=network.k, slice_batch=network.slice_batch, divisible=network.divisible,
-                           bf16=network.bf16, mask_background=network.mask_background)
+                           bf16=network.bf16, mask_background=network.mask_background, views=network.views)
     return wrapped.eval(), len(nets)

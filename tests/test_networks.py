@@ -32,6 +32,35 @@ def test_padding_background_mask_and_torchscript():
     assert torch.allclose(ts, y, atol=1e-5)
 
 
+def test_views_slice_along_their_axis_and_average():
+    net = _net()
+    x = torch.randn(1, 4, 12, 16, 20)
+    x[:, :, :2] = 0  # background on X 0..1: masked in every view
+    with torch.no_grad():
+        axial = SliceWise25D(net, k=1, divisible=4).eval()(x)
+        views = {}
+        for view, dim in (("coronal", 3), ("sagittal", 2)):
+            views[view] = SliceWise25D(net, k=1, divisible=4, views=view).eval()(x)
+            # the coronal / sagittal network is the axial one on the volume turned so that Y / X is last
+            ref = SliceWise25D(net, k=1, divisible=4).eval()(x.movedim(dim, 4)).movedim(4, dim)
+            assert views[view].shape == x.shape[:1] + (3,) + x.shape[2:]
+            assert torch.allclose(views[view], ref, atol=1e-5)
+            assert not torch.allclose(views[view], axial, atol=1e-3)  # another view, another answer
+        three = SliceWise25D(net, k=1, divisible=4, views=["axial", "coronal", "sagittal"]).eval()
+        y = three(x)
+        mean = (torch.sigmoid(axial) + torch.sigmoid(views["coronal"]) + torch.sigmoid(views["sagittal"])) / 3
+        assert torch.allclose(torch.sigmoid(y), mean, atol=1e-5)
+        assert bool((y[:, :, :2] < -10).all())  # the background stays out in the mean
+        assert torch.allclose(torch.jit.script(three)(x), y, atol=1e-5)
+    for bad in ("transverse", [], ["axial", "axial"]):
+        try:
+            SliceWise25D(net, views=bad)
+        except ValueError as e:
+            assert "views" in str(e)
+        else:
+            raise AssertionError(f"views={bad!r} was accepted")
+
+
 def test_bf16_close_to_fp32():
     x = torch.randn(1, 4, 32, 32, 4)
     net = _net()

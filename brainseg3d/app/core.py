@@ -22,7 +22,7 @@ import numpy as np
 
 from brainseg3d.core.cases import MODALITIES, Case, channel_layout, inspect_case, load_image, split_name
 from brainseg3d.core.components import LabelToRegions
-from brainseg3d.core.labels import LABEL_COLOURS, LABEL_NAMES, REGION_NAMES, REGIONS
+from brainseg3d.core.labels import LABEL_COLOURS, LABEL_NAMES, REGION_NAMES, REGIONS, VIEWS
 from brainseg3d.io import save_label_image, write_colour_table
 
 __all__ = [
@@ -74,8 +74,6 @@ FP_COLOUR = (255, 0, 255)
 FN_COLOUR = (0, 140, 255)
 #: the uncertainty overlay's colour (yellow: apart from the label colours)
 UNCERTAINTY_COLOUR = (255, 230, 0)
-#: view name -> the RAS axis it slices
-VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
 #: how each modality may be named (BraTS 2018-2021 / 2023+), for messages
 MODALITY_HINTS = {"t1": "_t1 or -t1n", "t1ce": "_t1ce or -t1c", "t2": "_t2 or -t2w", "flair": "_flair or -t2f"}
 MODALITY_TITLES = {"t1": "T1", "t1ce": "T1c", "t2": "T2", "flair": "FLAIR"}

@@ -7,9 +7,10 @@ median over ``n`` cases.
 
 Pipelines:
 
-* ``ours[fp32|bf16][+tta][+mN][+noq]``: :class:`brainseg3d.inference.predictor.Predictor` via
+* ``ours[fp32|bf16][+tta][+mN][+VIEW...][+noq]``: :class:`brainseg3d.inference.predictor.Predictor` via
   :func:`brainseg3d.inference.batch.segment_cases` (prefetching the next case, writing in background);
-  ``+mN``: the first N ensemble members; ``+noq``: without the per-case quality estimate
+  ``+mN``: the first N ensemble members; ``+axial`` (``+coronal``, ``+sagittal``): only these
+  slice views instead of the bundle's; ``+noq``: without the per-case quality estimate
   (to measure its cost).
 * ``reference``: the model-zoo ``brats_mri_segmentation`` inference recipe: SegResNet 3D
   (blocks_down [1, 2, 2, 4], init_filters 16, 4 in / 3 out), channel-wise non-zero z-score,
@@ -34,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from brainseg3d.core.labels import VIEWS
 
 __all__ = ["run_benchmark", "reference_pipeline"]
 
@@ -133,7 +136,7 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
 
         precision, tta = options["precision"], options.get("tta", False)
         predictor = Predictor(options.get("bundle"), device=options.get("device", "auto"), precision=precision, tta=tta,
-                              members=options.get("members"), quality=options.get("quality", True))
+                              members=options.get("members"), quality=options.get("quality", True), views=options.get("views"))
         workers = options.get("workers")
         segment_cases(cases[:1], out + "/warmup", predictor, progress=False)
         # per-case end-to-end: one case at a time through the batch runner (load + infer + write)
@@ -227,7 +230,8 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
         if kind.startswith("ours"):
             parts = kind.split("-")[1].split("+")
             members = next((int(x[1:]) for x in parts[1:] if x[:1] == "m" and x[1:].isdigit()), None)
-            opts.update(precision=parts[0], tta="tta" in parts, members=members, quality="noq" not in parts)
+            views = [x for x in parts[1:] if x in VIEWS] or None
+            opts.update(precision=parts[0], tta="tta" in parts, members=members, quality="noq" not in parts, views=views)
         name = "reference" if kind == "reference" else "ours"
         print(f"bench: {kind} on {len(cases) - 1} cases ...", file=sys.stderr, flush=True)
         res = _run_isolated(name, dirs, opts)

@@ -52,7 +52,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "testing", datalist: s
     items = load_datalist(datalist or data_cfg["datalist"], split, dataset_dir or data_cfg.get("dataset_dir"))
     net = _load_network(run_dir, parser)
     mode, k = parser.get("mode", "2.5d"), int(parser.get("k", 0))
-    vnet = volume_network(net, mode, k=k, bf16=bf16, divisible=int(parser.get("divisible", 16))).eval()
+    vnet = volume_network(net, mode, k=k, bf16=bf16, divisible=int(parser.get("divisible", 16)), views=parser.get("views", "axial")).eval()
     if mode == "3d":
         from monai.inferers import SlidingWindowInferer
 

@@ -27,3 +27,13 @@ def _overrides(pairs) -> dict:
         key, _, value = kv.partition("=")
         out[key] = json.loads(value) if value[:1] in "[{0123456789-tfn\"" and value not in ("", "-") else value
     return out
+
+
+def _views(text: str) -> list[str]:
+    """``--views axial,coronal`` -> ``["axial", "coronal"]`` (an argparse error names a wrong one)."""
+    from brainseg3d.core.labels import VIEWS
+
+    views = [v.strip().lower() for v in text.split(",") if v.strip()]
+    if not views or any(v not in VIEWS for v in views) or len(set(views)) < len(views):
+        raise argparse.ArgumentTypeError(f"distinct views of {', '.join(VIEWS)} expected, got {text!r}")
+    return views

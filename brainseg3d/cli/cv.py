@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brainseg3d.cli._common import _out, _overrides
+from brainseg3d.cli._common import _out, _overrides, _views
 
 
 def _train(args) -> int:
@@ -28,12 +28,22 @@ def _score(args) -> int:
     post = None
     if args.min_component is not None or args.et_to_necrosis is not None or args.min_fraction is not None:
         post = {"min_component": args.min_component or 0, "min_fraction": args.min_fraction or 0.0, "et_to_necrosis": args.et_to_necrosis or 0}
+    oof_name = "oof"
+    if args.tta and args.views:
+        raise SystemExit("brainseg3d cv score: --tta and --views are separate experiments; give one of them")
     if args.tta:
         from brainseg3d.training.cv import predict_out_of_fold
         from brainseg3d.data.pool import parse_roots
 
         print(f"{predict_out_of_fold(args.run, 'oof_tta', tta=True, roots=parse_roots(args.root))} cases predicted with flip TTA", file=sys.stderr)
-    summary = score_run(args.run, args.out, post=post, choose=not args.no_search, oof_name="oof_tta" if args.tta else "oof")
+        oof_name = "oof_tta"
+    if args.views:
+        from brainseg3d.data.pool import parse_roots
+        from brainseg3d.training.cv import view_out_of_fold
+
+        oof_name = view_out_of_fold(args.run, args.views, roots=parse_roots(args.root))
+        print(f"out-of-fold predictions of views {'+'.join(args.views)}: {oof_name}", file=sys.stderr)
+    summary = score_run(args.run, args.out, post=post, choose=not args.no_search, oof_name=oof_name)
     print(format_summary(summary))
     print(Path(args.out or args.run) / "cv.json")
     return 0
@@ -88,7 +98,7 @@ def _export(args) -> int:
     unet, k = network_from_run(run)  # the run's own architecture and recipe go into the bundle
     recipe, datalist = recipe_from_run(run)
     print(export_ensemble(folds, args.bundle, torchscript=not args.no_torchscript, postprocessing=post, half=not args.fp32,
-                          unet=unet, k=k, recipe=recipe, datalist=datalist))
+                          unet=unet, k=k, recipe=recipe, datalist=datalist, views=args.views))
     return 0
 
 
@@ -113,7 +123,10 @@ def add_parser(sub) -> None:
     s.add_argument("--et-to-necrosis", type=int, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--no-search", action="store_true", help="no post-processing search (raw scores only)")
     s.add_argument("--tta", action="store_true", help="first predict the held-out cases again with flip TTA (fold<i>/oof_tta/), then score those")
-    s.add_argument("--root", action="append", metavar="NAME=PATH", help="with --tta: where a pool root is, over the recorded one")
+    s.add_argument("--views", type=_views, default=None, metavar="VIEW,VIEW",
+                   help="first predict the held-out cases again with each fold model slicing these views (axial, coronal, "
+                        "sagittal; fold<i>/oof_<view>/), then score the mean of their probabilities")
+    s.add_argument("--root", action="append", metavar="NAME=PATH", help="with --tta / --views: where a pool root is, over the recorded one")
     s.set_defaults(func=_score)
     s = cvs.add_parser("table", help="the experiments table (Markdown + chart) of scored CV runs")
     s.add_argument("runs", nargs="+", help="CV run folders, each scored by `cv score`")
@@ -134,5 +147,7 @@ def add_parser(sub) -> None:
     s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
     s.add_argument("--no-torchscript", action="store_true", help="skip models/model.ts")
     s.add_argument("--fp32", action="store_true", help="store fp32 weights in model.pt (default fp16: half the size)")
+    s.add_argument("--views", type=_views, default=None, metavar="VIEW,VIEW",
+                   help="the slice views inference averages (default: the bundle's); choose them with `cv score RUN --views`")
     s.set_defaults(func=_export)
 

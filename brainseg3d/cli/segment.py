@@ -8,7 +8,7 @@ from pathlib import Path
 
 from brainseg3d.core.labels import LABEL_SCHEMES
 from brainseg3d.io import OUTPUT_FORMATS
-from brainseg3d.cli._common import _n
+from brainseg3d.cli._common import _n, _views
 
 
 def discover_inputs(path, workdir, warnings: list | None = None) -> list:
@@ -70,7 +70,7 @@ def run(args) -> int:
         shard = parse_shard(args.shard)
         if shard:
             cases = cases[shard[0] :: shard[1]]
-        predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, members=args.members,
+        predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, members=args.members, views=args.views,
                               min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, min_fraction=args.min_fraction, register=args.register, skull_strip=args.skull_strip,
                               uncertainty=args.uncertainty)
         try:
@@ -121,6 +121,8 @@ def add_parser(sub) -> None:
     s.add_argument("--labels", default="brats", choices=list(LABEL_SCHEMES), help="ET written as 4 (brats) or 3 (brats2023)")
     s.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     s.add_argument("--members", type=int, default=None, help="use the first N members of the ensemble (default: all; 1 = the fast single-model option)")
+    s.add_argument("--views", type=_views, default=None, metavar="VIEW[,VIEW]",
+                   help="slice views averaged, of axial, coronal, sagittal (default: the bundle's; axial = the fast option)")
     s.add_argument("--min-component", type=int, default=None, help="drop tumour components smaller than N voxels (default: the bundle's, chosen by CV; 0 = off)")
     s.add_argument("--min-fraction", type=float, default=None, help="also drop tumour components smaller than this fraction of the largest (default: the bundle's, chosen by CV; 0 = off)")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="an enhancing tumour smaller than N voxels becomes necrosis (default: the bundle's; 0 = off)")

@@ -7,7 +7,9 @@ two drift apart.
 
 - :func:`neighbour_stack`: axial slices with K neighbours stacked as channels (the 2.5D input).
 - :class:`SliceWise25D`: wraps a 2D network so it takes ``[B, C, H, W, D]`` and returns
-  ``[B, 3, H, W, D]``: to every client it is an ordinary 3D segmentation network.
+  ``[B, 3, H, W, D]``: to every client it is an ordinary 3D segmentation network. It slices
+  one view (axial by default, or coronal / sagittal: :data:`~.labels.VIEWS`) or several, and
+  then averages their probabilities (a multi-view ensemble of the same weights).
 - :class:`LabelToRegionsd` / :class:`RegionsToLabelsd`: BraTS labels <-> nested [WT, TC, ET].
 - :class:`ProbabilityMean`: an ensemble of networks as one network (mean of the sigmoids).
 - :class:`PostprocessRegionsd`: small-component removal (absolute and relative to the largest) and the small-ET-to-necrosis rule
@@ -16,7 +18,7 @@ two drift apart.
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping, Optional
+from typing import Hashable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from monai.config import KeysCollection
@@ -24,7 +26,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from torch import nn
 
-from .labels import LABEL_SCHEMES
+from .labels import LABEL_SCHEMES, VIEWS
 
 __all__ = [
     "neighbour_stack",
@@ -76,7 +78,7 @@ def z_major_stack(by_z: torch.Tensor, k: int, zs: torch.Tensor) -> torch.Tensor:
 
 
 class SliceWise25D(nn.Module):
-    """Run a 2D network over every axial slice (with K neighbours as channels) of a 3D volume.
+    """Run a 2D network over every slice of one view (with K neighbours as channels) of a 3D volume.
 
     Args:
         net: 2D network taking ``in_channels * (2k + 1)`` channels.
@@ -88,6 +90,11 @@ class SliceWise25D(nn.Module):
         mask_background: set the logits of voxels outside the brain (zero in every input
             channel, as z-score normalization over the brain leaves them) to -20, so no
             tumour is ever predicted outside the brain.
+        views: the slices the network reads, ``"axial"`` (along the last spatial axis, Z of a
+            RAS volume), ``"coronal"`` (Y) or ``"sagittal"`` (X) (:data:`~.labels.VIEWS`), or a
+            list of them: the volume is turned so that each view's axis comes last, the output
+            turned back; with several views the output is the logit of the mean of their
+            sigmoids, as :class:`ProbabilityMean` does for several networks.
 
     Inputs ``[B, C, H, W, D]`` -> logits ``[B, out_channels, H, W, D]``.
 
@@ -106,8 +113,14 @@ class SliceWise25D(nn.Module):
         divisible: int = 16,
         bf16: bool = False,
         mask_background: bool = True,
+        views: Union[str, Sequence[str]] = "axial",
     ):
         super().__init__()
+        views = [views] if isinstance(views, str) else list(views)
+        if not views or any(v not in VIEWS for v in views) or len(set(views)) < len(views):
+            raise ValueError(f"views must be distinct names from {sorted(VIEWS)}, got {views!r}")
+        self.views = views
+        self.dims: List[int] = [2 + VIEWS[v] for v in views]  # the sliced axes of [B, C, H, W, D]
         self.mask_background = bool(mask_background)
         self.net = net
         self.k = int(k)
@@ -127,6 +140,20 @@ class SliceWise25D(nn.Module):
             return self._forward(x).float()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.dims) == 1:
+            return self._view(x, self.dims[0])
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        for dim in self.dims:
+            total = total + torch.sigmoid(self._view(x, dim).float())
+        return torch.logit(total / len(self.dims), eps=1e-6)
+
+    def _view(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """Logits of the slices along axis ``dim`` of ``x``."""
+        if dim != 4:  # its axis last, then back
+            return self._slices(x.movedim(dim, 4)).movedim(4, dim).contiguous()
+        return self._slices(x)
+
+    def _slices(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w, d = x.shape
         ph = (self.divisible - h % self.divisible) % self.divisible
         pw = (self.divisible - w % self.divisible) % self.divisible

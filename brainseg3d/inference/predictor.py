@@ -56,7 +56,7 @@ DEFAULT_BUNDLE = (Path(__file__).resolve().parents[1] / "_data" / "bundles" / "b
 
 
 def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = "cpu", weights: bool = True,
-                        members: int | None = None):
+                        members: int | None = None, views: str | list[str] | None = None):
     """Build the bundle's ``network_def`` and load ``models/model.pt``.
 
     Args:
@@ -65,6 +65,8 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
         weights: load ``models/model.pt`` (``False``: random weights).
         members: for an ensemble bundle (``members`` in its inference config), use only the
             first N members (fewer is faster; 1 is the single-model option).
+        views: the slice views the network reads (``"axial"``, ``"coronal"``, ``"sagittal"``
+            or a list), over the bundle's ``views`` (fewer is faster).
 
     Returns:
         ``(network, parser)``: the network in eval mode and the bundle's inference config.
@@ -91,6 +93,10 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
                 raise ValueError(f"{bundle.name} holds {total} ensemble members; members must be 1..{total}, got {members}")
             else:
                 parser["members"] = int(members)
+        if views is not None:
+            if parser.get("views") is None:
+                raise ValueError(f"{bundle.name} reads one fixed view (no 'views' in its inference config); views cannot be chosen")
+            parser["views"] = [views] if isinstance(views, str) else list(views)
         net = parser.get_parsed_content("network_def", instantiate=True)
     finally:
         sys.path.remove(str(bundle))
@@ -126,6 +132,9 @@ class Predictor:
         tta: average sigmoid outputs over flips of the in-plane axes (nnU-Net habit).
         members: use the first N members of an ensemble bundle (default: all; 1 is the
             fast single-model option).
+        views: the slice views the network reads and averages (default: the bundle's
+            ``views``; ``"axial"`` alone is the fast option). The post-processing stays the
+            bundle's, chosen by cross-validation for its own views.
         min_component: remove connected tumour components smaller than this many voxels
             (0 = off; ``None``: the bundle's ``min_component``, chosen by cross-validation).
         et_to_necrosis: an enhancing tumour smaller than this many voxels becomes necrosis
@@ -163,6 +172,7 @@ class Predictor:
         quality: bool = True,
         uncertainty: bool = False,
         min_fraction: float | None = None,
+        views: str | list[str] | None = None,
     ):
         if skull_strip not in ("auto", "never"):
             raise ValueError(f"skull_strip must be auto or never, got {skull_strip!r}")
@@ -180,8 +190,9 @@ class Predictor:
         if labels not in LABEL_SCHEMES:
             raise ValueError(f"labels must be one of {sorted(LABEL_SCHEMES)}, got {labels!r}")
         self.bundle = Path(bundle or DEFAULT_BUNDLE).resolve()
-        self.network, parser = load_bundle_network(self.bundle, self.device, members=members)
+        self.network, parser = load_bundle_network(self.bundle, self.device, members=members, views=views)
         self.members = int(parser.get("members", 1))
+        self.views = list(getattr(self.network, "views", ["axial"]))
         if hasattr(self.network, "bf16"):
             self.network.bf16 = precision == "bf16"
         self.precision, self.labels, self.tta = precision, labels, tta

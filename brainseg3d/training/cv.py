@@ -46,7 +46,7 @@ from brainseg3d.core.components import small_components
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.preprocessing.transforms import RegionsToLabels
 
-__all__ = ["train_folds", "load_oof", "score_oof", "summarize", "choose_postprocessing", "nested_postprocessing", "score_run"]
+__all__ = ["train_folds", "predict_out_of_fold", "view_out_of_fold", "load_oof", "score_oof", "summarize", "choose_postprocessing", "nested_postprocessing", "score_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,14 @@ class _FlipMean(torch.nn.Module):
 
 
 def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool = True, roots: dict | None = None,
-                        folds: Sequence[int] | None = None) -> int:
-    """Predict each fold's held-out cases again with its final weights (e.g. with flip TTA)
-    into ``fold<i>/<name>/``, so a variant of inference is judged on the same out-of-fold cases.
+                        folds: Sequence[int] | None = None, views: str | Sequence[str] | None = None) -> int:
+    """Predict each fold's held-out cases again with its final weights (e.g. with flip TTA, or
+    slicing other views) into ``fold<i>/<name>/``, so a variant of inference is judged on the
+    same out-of-fold cases.
+
+    Args:
+        views: the slice views the fold models read (default: the ones they were trained on,
+            the config's ``views``); several are averaged.
 
     Returns:
         The number of cases predicted.
@@ -141,11 +146,46 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
         net.load_state_dict(torch.load(fold_dir / "final_model.pt", map_location="cpu", weights_only=True))
         dev = torch.device("cpu")
         bf16 = bool(parser.get("train", {}).get("bf16", False)) and bf16_supported(dev)
-        vnet = volume_network(net.eval(), "2.5d", k=int(parser.get("k", 1)), bf16=bf16)
+        vnet = volume_network(net.eval(), "2.5d", k=int(parser.get("k", 1)), bf16=bf16, views=views or parser.get("views", "axial"))
         cache = VolumeCache(held, preprocessing(["image", "label"], normalize=data.get("normalize", "zscore")), progress=False)
         write_out_of_fold(_FlipMean(vnet) if tta else vnet, held, cache, fold_dir / name, dev)
         n += len(held)
     return n
+
+
+def view_out_of_fold(run: str | os.PathLike, views: Sequence[str], roots: dict | None = None) -> str:
+    """Out-of-fold predictions of a multi-view ensemble of each fold's own weights: each view
+    predicted once into ``fold<i>/oof_<view>/`` (kept, so other combinations reuse it), their
+    probabilities averaged into ``fold<i>/oof_<view>+<view>.../``, what
+    :class:`~brainseg3d.core.components.SliceWise25D` with these ``views`` computes (up to the
+    0-255 storage of each view).
+
+    Returns:
+        The name of the averaged predictions (for :func:`score_run`'s ``oof_name``).
+    """
+    views = list(views)
+    for view in views:
+        predict_out_of_fold(run, f"oof_{view}", tta=False, roots=roots, views=view)
+    if len(views) == 1:
+        return f"oof_{views[0]}"
+    name = "oof_" + "+".join(views)
+    for fold_dir in sorted(Path(run).glob("fold*")):
+        first = fold_dir / f"oof_{views[0]}"
+        for path in sorted(first.glob("*.npz")):
+            target = fold_dir / name / path.name
+            if target.exists():
+                continue
+            probs = []
+            for view in views:
+                with np.load(fold_dir / f"oof_{view}" / path.name) as z:
+                    probs.append(z["prob"].astype(np.float32))
+                    meta = {"label": z["label"], "case": z["case"], "source": z["source"]}
+            target.parent.mkdir(parents=True, exist_ok=True)
+            q = np.clip(np.rint(np.mean(probs, 0)), 0, 255).astype(np.uint8)
+            tmp = target.parent / f".{path.stem}.{os.getpid()}.npz"
+            np.savez_compressed(tmp, prob=q, **meta)
+            os.replace(tmp, target)
+    return name
 
 
 def load_oof(run: str | os.PathLike, name: str = "oof") -> list[dict]:
@@ -470,7 +510,10 @@ def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         cvj = run / "cv.json"
         if not cvj.exists():
             raise FileNotFoundError(f"{run}: no cv.json (run `brainseg3d cv score {run}` first)")
-        rows.append((_run_facts(run), json.loads(cvj.read_text())))
+        facts, scored = _run_facts(run), json.loads(cvj.read_text())
+        if scored.get("oof", "oof") != "oof":  # the same weights read otherwise (other views, flip TTA)
+            facts["name"] += f" [{scored['oof'].removeprefix('oof_')}]"
+        rows.append((facts, scored))
     seconds = seconds or {}
     lines = [
         "# Experiments",
@@ -559,6 +602,8 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
 
     Every case's features come from the fold model that never saw it, its true Dice from
     ``cv.csv`` (the chosen post-processing), the thresholds from ``postprocessing.json``.
+    ``run`` may also be the ``--out`` folder of ``cv score RUN --views ...`` (or ``--tta``):
+    its ``cv.json`` names the run and the predictions it scored.
     The validation is leave-one-out over these cases, for each candidate feature set (the
     shipped one is :data:`~brainseg3d.inference.quality.DEFAULT_FEATURES`).
 
@@ -580,8 +625,10 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
     with open(cv_csv, newline="") as f:
         true = {r["case"]: {k: float(r[f"Dice_{k}"]) for k in REGIONS} for r in csv.DictReader(f)}
     thresholds = post.get("thresholds", [0.5, 0.5, 0.5])
+    scored = json.loads((run / "cv.json").read_text()) if (run / "cv.json").exists() else {}
+    source, oof_name = Path(scored.get("run", run)), scored.get("oof", "oof")
     feats, dice, cases = [], [], []
-    for item in load_oof(run):
+    for item in load_oof(source if source.is_dir() else run, oof_name):
         feats.append(Q.region_features(item["prob"], thresholds, post=post))
         dice.append(true[item["case"]])
         cases.append({"case": item["case"], "source": item["source"], "fold": item["fold"]})

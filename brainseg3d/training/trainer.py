@@ -89,7 +89,7 @@ def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides
 
 #: the keys an experiment config may set: top level, and inside its ``data`` and ``train`` blocks
 CONFIG_KEYS = {
-    "": {"_meta_", "name", "mode", "k", "seed", "divisible", "network", "data", "augmentation", "train", "loss", "optimizer", "lr_scheduler", "val_inferer"},
+    "": {"_meta_", "name", "mode", "k", "views", "seed", "divisible", "network", "data", "augmentation", "train", "loss", "optimizer", "lr_scheduler", "val_inferer"},
     "data": {"datalist", "dataset_dir", "fold", "roots", "normalize", "patch", "tumour_ratio"},
     "train": {"batch_size", "lr", "weight_decay", "max_epochs", "max_minutes", "max_cpu_minutes", "val_interval", "bf16", "encoder_weights", "init_weights"},
 }
@@ -314,7 +314,7 @@ class TrainingRun:
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(parser.get(), sort_keys=False))  # the config as run
         self.seed = int(parser.get("seed", 0))
         set_determinism(self.seed)
-        self.mode, self.k = parser.get("mode", "2.5d"), int(parser.get("k", 0))
+        self.mode, self.k, self.views = parser.get("mode", "2.5d"), int(parser.get("k", 0)), parser.get("views", "axial")
         self.data_cfg = parser.get_parsed_content("data")
         self.train_cfg = parser.get_parsed_content("train")
         self.patch = list(self.data_cfg["patch"])
@@ -336,7 +336,8 @@ class TrainingRun:
         self.va_items, self.va_cache = va_items, VolumeCache(va_items, pre, progress=self.progress)
         aug = Compose(self.parser.get_parsed_content("augmentation")) if "augmentation" in self.parser.get() else augmentation(self.mode, self.patch)
         if self.mode == "2.5d":
-            self.tr_ds = SliceDataset(tr_cache, k=self.k, tumour_ratio=data_cfg.get("tumour_ratio", 0.7), transform=aug, seed=seed)
+            self.tr_ds = SliceDataset(tr_cache, k=self.k, tumour_ratio=data_cfg.get("tumour_ratio", 0.7), transform=aug, seed=seed,
+                                      views=self.views)
         else:
             self.tr_ds = Dataset([{"image": i, "label": y} for i, y in zip(tr_cache.images, tr_cache.labels)], transform=aug)
         gen = torch.Generator().manual_seed(seed)
@@ -373,7 +374,8 @@ class TrainingRun:
         """Per-volume validation: every slice of a case predicted, the volume rebuilt, MONAI
         Dice per region; the best mean Dice is kept as ``best_model.pt``."""
         if self.mode == "2.5d":
-            self.eval_net = volume_network(self.net, self.mode, k=self.k, bf16=self.bf16, divisible=int(self.parser.get("divisible", 16)))
+            self.eval_net = volume_network(self.net, self.mode, k=self.k, bf16=self.bf16, divisible=int(self.parser.get("divisible", 16)),
+                                           views=self.views)
         else:
             self.eval_net = volume_network(self.net, self.mode, bf16=self.bf16)
         val_inferer = self.parser.get_parsed_content("val_inferer")  # recipe.yaml's, or the config's own
@@ -459,6 +461,7 @@ class TrainingRun:
             "config": " ".join(config_paths(self.config)),
             "mode": self.mode,
             "k": self.k,
+            "views": self.views,
             "epochs": trainer.state.epoch,
             "iterations": trainer.state.iteration,
             "train_minutes": round(minutes, 2),

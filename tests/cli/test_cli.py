@@ -78,3 +78,14 @@ def test_app_options_come_from_one_parser(capsys):
     assert "brainseg3d app" in out and "--max-upload-mb" in out and "--port" in out
     args = build_parser().parse_args(["app", "--port", "0", "--max-upload-mb", "5"])
     assert (args.port, args.max_upload_mb) == (0, 5)
+
+
+def test_views_option_names_a_wrong_view(capsys, tmp_path):
+    for argv in (["segment", str(tmp_path), str(tmp_path / "out"), "--views", "axial,transverse"],
+                 ["cv", "score", str(tmp_path), "--views", "axial,axial"],
+                 ["cv", "export", str(tmp_path), "--views", ""]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert "distinct views of axial, coronal, sagittal expected" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

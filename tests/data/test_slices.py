@@ -32,8 +32,8 @@ def _volumes():
 def test_slice_dataset_skips_empty_and_balances():
     img, lab = _volumes()
     ds = SliceDataset(_Cache([img], [lab]), k=1, tumour_ratio=0.5, seed=0)
-    assert sorted(z for _, z in ds.tumour) == [3, 4]
-    assert sorted(z for _, z in ds.background) == [1, 2, 5, 6, 7, 8]  # slices 0 and 9 have no brain
+    assert sorted(z for _, _, z in ds.tumour) == [3, 4]
+    assert sorted(z for _, _, z in ds.background) == [1, 2, 5, 6, 7, 8]  # slices 0 and 9 have no brain
     assert len(ds) == 4  # 2 tumour + 2 tumour-free for a ratio of 0.5
     item = ds[0]
     assert item["image"].shape == (12, 8, 8) and item["label"].shape == (3, 8, 8)
@@ -51,6 +51,34 @@ def test_slice_matches_volume_neighbours():
     img, lab = _volumes()
     img = img * torch.arange(10).float()  # make slices distinguishable
     ds = SliceDataset(_Cache([img], [lab]), k=2, tumour_ratio=None)
-    v, z = ds.index[0]
+    v, _, z = ds.index[0]
     assert torch.equal(ds[0]["image"], neighbour_stack(img, 2)[z])
     assert torch.equal(ds[0]["label"], lab[..., z].float())
+
+
+def test_coronal_and_sagittal_slices_read_along_their_axis():
+    img, lab = _volumes()
+    img = img * (1 + torch.arange(8).float())[None, None, :, None] * (1 + 10 * torch.arange(8).float())[None, :, None, None]
+    for views, dim in (("coronal", 2), ("sagittal", 1)):
+        ds = SliceDataset(_Cache([img], [lab]), k=1, tumour_ratio=None, views=views)
+        assert sorted(z for _, _, z in ds.tumour) == [3, 4]  # the tumour spans 3..4 on X and Y too
+        assert sorted(z for _, _, z in ds.background) == [2, 5]  # brain on 2..5 in-plane
+        for i, (_, d, z) in enumerate(ds.index):
+            turned = img.movedim(dim, 3)
+            assert d == dim and ds[i]["image"].shape == (12, 8, 10)
+            assert torch.equal(ds[i]["image"], neighbour_stack(turned, 1)[z])
+            assert torch.equal(ds[i]["label"], lab.movedim(dim, 3)[..., z].float())
+
+
+def test_several_views_draw_from_each():
+    img, lab = _volumes()
+    ds = SliceDataset(_Cache([img], [lab]), k=0, tumour_ratio=None, views=["axial", "coronal", "sagittal"])
+    assert len(ds) == 8 + 4 + 4  # brain slices on Z, Y and X
+    assert {d for _, d, _ in ds.index} == {1, 2, 3}
+    for bad in ("transverse", [], ["axial", "axial"]):
+        try:
+            SliceDataset(_Cache([img], [lab]), views=bad)
+        except ValueError as e:
+            assert "views" in str(e)
+        else:
+            raise AssertionError(f"views={bad!r} was accepted")

@@ -100,3 +100,34 @@ def test_bf16_matches_fp32_closely(sample_pred):
     b = Predictor(precision="bf16").segment_case(case)
     s = region_scores(_arr(b.label), _arr(pred.label))
     assert s["Dice_WT"] > 0.97 and s["Dice_TC"] > 0.95
+
+
+def test_views_option_reads_other_slices(sample_pred, tmp_path):
+    """``views`` replaces the bundle's slice views: one view is the fast option, and on the
+    sample case every single view finds the tumour the default finds."""
+    import json
+    import shutil
+
+    from brainseg3d.inference.predictor import DEFAULT_BUNDLE, load_bundle_network
+
+    case, pred = sample_pred
+    default = _arr(pred.label)
+    labels = {}
+    for views in ("axial", "coronal", ["axial", "sagittal"]):
+        p = Predictor(precision="fp32", members=1, views=views)
+        assert p.views == ([views] if isinstance(views, str) else views)
+        labels[str(views)] = _arr(p.segment_case(case).label)
+        assert region_scores(labels[str(views)], default)["Dice_WT"] > 0.8
+    assert not np.array_equal(labels["axial"], labels["coronal"])  # other slices, another answer
+    with pytest.raises(ValueError, match="views must be distinct names"):
+        Predictor(members=1, views="transverse")
+    # a bundle that reads one fixed view (no `views` in its config) says so instead of ignoring the option
+    old = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, old)
+    cfg = json.loads((old / "configs" / "inference.json").read_text())
+    cfg.pop("views")
+    cfg["network_def"].pop("views")
+    (old / "configs" / "inference.json").write_text(json.dumps(cfg))
+    assert load_bundle_network(old, members=1)[0].views == ["axial"]
+    with pytest.raises(ValueError, match="views cannot be chosen"):
+        load_bundle_network(old, views="coronal")

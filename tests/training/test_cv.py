@@ -3,6 +3,7 @@ post-processing search, and a smoke run of the `cv` command (train, score, expor
 tiny cases."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,16 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     assert main(["cv", "score", str(run), "--tta", "--out", str(tmp_path / "tta")]) == 0
     assert sorted(p.stem for p in run.glob("fold*/oof_tta/*.npz")) == sorted(p.stem for p in run.glob("fold*/oof/*.npz"))
     assert json.loads((tmp_path / "tta" / "cv.json").read_text())["oof"] == "oof_tta"
+    # a multi-view ensemble of the same fold models, judged on the same out-of-fold cases
+    assert main(["cv", "score", str(run), "--views", "axial,coronal", "--out", str(tmp_path / "views")]) == 0
+    assert json.loads((tmp_path / "views" / "cv.json").read_text())["oof"] == "oof_axial+coronal"
+    for path in run.glob("fold*/oof_axial+coronal/*.npz"):
+        views = [np.load(path.parent.parent / f"oof_{v}" / path.name)["prob"].astype(float) for v in ("axial", "coronal")]
+        assert np.abs(np.load(path)["prob"] - (views[0] + views[1]) / 2).max() <= 0.5 + 1e-6
+        assert not np.array_equal(views[0], views[1])  # another view, another prediction
+    assert sorted(p.stem for p in run.glob("fold*/oof_axial+coronal/*.npz")) == sorted(p.stem for p in run.glob("fold*/oof/*.npz"))
+    with pytest.raises(SystemExit):
+        main(["cv", "score", str(run), "--views", "axial", "--tta"])  # two experiments at once: a clear error
     bundle = tmp_path / "bundle"
     shutil.copytree(REPO / "bundles" / "brats_mri_2p5d_segmentation", bundle)
     cfg = json.loads((bundle / "configs" / "inference.json").read_text())
@@ -176,6 +187,18 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     assert torch.allclose(members[1], net(x), atol=1e-5) and torch.allclose(ts, net(x), atol=1e-4)
     with pytest.raises(ValueError, match="members must be 1..3"):
         load_bundle_network(bundle, members=4)
+    # the views inference averages: chosen at export, read by inference.json, evaluate.json and TorchScript
+    assert main(["cv", "export", str(run), "--bundle", str(bundle), "--views", "axial,sagittal"]) == 0
+    net, parser = load_bundle_network(bundle)
+    assert parser["views"] == ["axial", "sagittal"] and net.views == ["axial", "sagittal"]
+    assert json.loads((bundle / "configs" / "evaluate.json").read_text())["views"] == ["axial", "sagittal"]
+    assert json.loads((bundle / "configs" / "train.json").read_text())["views"] == "axial"  # what the members were trained on
+    with torch.no_grad():
+        axial, sagittal = (load_bundle_network(bundle, views=v)[0](x) for v in ("axial", "sagittal"))
+        both = net(x)
+        ts = torch.jit.load(str(bundle / "models" / "model.ts"))(x)
+    assert torch.allclose(torch.sigmoid(both), (torch.sigmoid(axial) + torch.sigmoid(sagittal)) / 2, atol=1e-5)
+    assert torch.allclose(ts, both, atol=1e-4)
 
 
 def test_experiments_table_from_scored_runs(tmp_path):
@@ -203,6 +226,14 @@ def test_experiments_table_from_scored_runs(tmp_path):
     assert "| 1.5 |" in text and "| v0, all its cases | africa | 1 | 0.500 +/- 0.000 | 0.400 +/- 0.000 | 1.000 +/- 0.000 |" in text
     assert "| **recipe_a** (out-of-fold) | africa | 1 | 1.000 +/- 0.000" in text
     assert out.with_suffix(".png").stat().st_size > 1000
+    # the same weights read otherwise (e.g. `cv score --views`): the row says which predictions it scored
+    for f in (0, 1):
+        shutil.copytree(run / f"fold{f}" / "oof", run / f"fold{f}" / "oof_axial+coronal")
+    score_run(run, tmp_path / "views", oof_name="oof_axial+coronal")
+    for f in (0, 1):
+        shutil.copytree(run / f"fold{f}", tmp_path / "views" / f"fold{f}", ignore=shutil.ignore_patterns("oof*"))
+    assert main(["cv", "table", str(run), str(tmp_path / "views"), "--out", str(out)]) == 0
+    assert "| recipe_a [axial+coronal] | UNet [16, 32], K=1 |" in out.read_text()
 
 
 def test_resume_picks_the_newest_epoch_checkpoint(tmp_path):

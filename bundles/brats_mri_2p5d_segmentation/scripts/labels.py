@@ -1,5 +1,5 @@
-"""The label vocabulary, defined once: BraTS label values, their names and colours, and the
-nested evaluation regions.
+"""The vocabulary, defined once: BraTS label values, their names and colours, the nested
+evaluation regions, and the slice views of a RAS volume.
 
 =======  ==========================  ==================  ===============
 value    name                        brats (2018-2021)   brats2023 (2023+)
@@ -17,7 +17,7 @@ always explicit (``labels="brats"`` or ``"brats2023"``).
 
 from __future__ import annotations
 
-__all__ = ["LABEL_SCHEMES", "LABEL_NAMES", "LABEL_COLOURS", "REGIONS", "REGION_NAMES"]
+__all__ = ["LABEL_SCHEMES", "LABEL_NAMES", "LABEL_COLOURS", "REGIONS", "REGION_NAMES", "VIEWS"]
 
 #: enhancing-tumour value written for each label scheme
 LABEL_SCHEMES: dict[str, int] = {"brats": 4, "brats2023": 3}
@@ -36,3 +36,7 @@ REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
 
 #: region -> name, for tables and legends
 REGION_NAMES: dict[str, str] = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
+
+#: slice view -> the spatial axis of a RAS volume ``[X, Y, Z]`` it slices (MONAI's ``SliceInferer``
+#: ``spatial_dim``): a 2.5D model reads slices of one view, its neighbours along that axis
+VIEWS: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .components import neighbour_stack
+from .labels import VIEWS
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def fold_items(path, fold: int, roots: Optional[Mapping[str, object]] = None, he
 
 
 class SliceDataset(Dataset):
-    """Axial 2.5D slices of preprocessed volumes, with a set share of slices that show tumour.
+    """2.5D slices (axial by default) of preprocessed volumes, with a set share of slices that show tumour.
 
     Slices without brain are skipped. Each epoch draws all tumour slices and enough
     tumour-free slices that tumour slices make up ``tumour_ratio`` of the epoch (all
@@ -114,21 +115,37 @@ class SliceDataset(Dataset):
         tumour_ratio: share of tumour slices per epoch, in (0, 1]; ``None`` keeps every slice.
         transform: 2D dictionary transform applied to ``{"image", "label"}`` (augmentation).
         seed: base seed of the tumour-free slice draw.
+        views: the slices drawn: ``"axial"`` (along Z), ``"coronal"`` (Y) or ``"sagittal"`` (X),
+            neighbours along the same axis (:data:`~.labels.VIEWS`; what
+            :class:`~.components.SliceWise25D` reads with the same ``views``), or a list of
+            them: the slices of every listed view (one network for all views).
     """
 
-    def __init__(self, volumes: Sequence[dict], k: int = 1, tumour_ratio: Optional[float] = 0.7, transform=None, seed: int = 0):
+    def __init__(self, volumes: Sequence[dict], k: int = 1, tumour_ratio: Optional[float] = 0.7, transform=None, seed: int = 0,
+                 views: str | Sequence[str] = "axial"):
+        views = [views] if isinstance(views, str) else list(views)
+        if not views or any(v not in VIEWS for v in views) or len(set(views)) < len(views):
+            raise ValueError(f"views must be distinct names from {sorted(VIEWS)}, got {views!r}")
         self.volumes, self.k, self.tumour_ratio, self.transform, self.seed = volumes, int(k), tumour_ratio, transform, int(seed)
-        self.tumour: list = []
+        self.views = views
+        self.tumour: list = []  # (volume, sliced axis of [C, X, Y, Z], slice)
         self.background: list = []
         for v in range(len(volumes)):
             d = volumes[v]
-            img, lab = torch.as_tensor(d["image"]), d.get("label")
-            brain = (img != 0).any(0).any(0).any(0)
-            tum = torch.as_tensor(lab)[0].any(0).any(0) if lab is not None else torch.zeros_like(brain)
-            for z in torch.nonzero(brain).flatten().tolist():
-                (self.tumour if tum[z] else self.background).append((v, z))
+            for dim in (1 + VIEWS[name] for name in views):
+                img, lab = self._turn(d["image"], dim), d.get("label")
+                brain = (img != 0).any(0).any(0).any(0)
+                tum = self._turn(lab, dim)[0].any(0).any(0) if lab is not None else torch.zeros_like(brain)
+                for z in torch.nonzero(brain).flatten().tolist():
+                    (self.tumour if tum[z] else self.background).append((v, dim, z))
         self.index: list = []
         self.resample(0)
+
+    @staticmethod
+    def _turn(volume, dim: int) -> torch.Tensor:
+        """``[C, X, Y, Z]`` with axis ``dim`` last (a view of the tensor, no copy)."""
+        volume = torch.as_tensor(volume)
+        return volume if dim == 3 else volume.movedim(dim, 3)
 
     def resample(self, epoch: int = 0) -> None:
         """Draw the slices of an epoch (deterministic for ``seed`` and ``epoch``)."""
@@ -144,13 +161,13 @@ class SliceDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict:
-        v, z = self.index[i]
+        v, dim, z = self.index[i]
         vol = self.volumes[v]
-        img = neighbour_stack(torch.as_tensor(vol["image"]), self.k, torch.tensor([z]))[0].float()
+        img = neighbour_stack(self._turn(vol["image"], dim), self.k, torch.tensor([z]))[0].float()
         d = {"image": img.as_tensor() if hasattr(img, "as_tensor") else img}
         lab = vol.get("label")
         if lab is not None:
-            lab = torch.as_tensor(lab)[..., z].float()
+            lab = self._turn(lab, dim)[..., z].float()
             d["label"] = lab.as_tensor() if hasattr(lab, "as_tensor") else lab
         if self.transform is not None:
             d = self.transform(d)
