@@ -361,7 +361,8 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
     if k is not None:
         cfg["k"] = int(k)
     views = list(views or cfg.get("views") or ["axial"])
-    _write_json(cfg_path, _with_network(cfg, entries, {**(_post_entries(postprocessing) if postprocessing else {}), "views": views}))
+    cfg["views"] = views  # in its place (beside k), or added
+    _write_json(cfg_path, _with_network(cfg, entries, _post_entries(postprocessing) if postprocessing else {}))
     train_cfg = bundle / "configs" / "train.json"
     if train_cfg.exists():  # train.json trains one member of the same ensemble, by the run's recipe
         train = json.loads(train_cfg.read_text())

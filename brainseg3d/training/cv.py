@@ -440,7 +440,8 @@ def _run_facts(run: Path) -> dict:
     return {
         # a run whose folds come from different recipes (e.g. one fold retrained longer) says so
         "name": names[0] if len(names) == 1 else f"{run.name} (folds: {' / '.join(s.get('name', '?') for s in summaries)})",
-        "network": f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} {net.get('channels', '')}, K={cfg.get('k', '?')}",
+        "network": f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} {net.get('channels', '')}, K={cfg.get('k', '?')}"
+                   + (f", trained on {'+'.join(views)}" if (views := cfg.get("views", "axial")) != "axial" and views != ["axial"] else ""),
         "params": summaries[0]["params"] if summaries else None,
         "epochs": (epochs[0] if len(set(epochs)) == 1 else "/".join(map(str, epochs))) if epochs else None,
         "iterations": sum(s["iterations"] for s in summaries),
@@ -628,7 +629,11 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
     scored = json.loads((run / "cv.json").read_text()) if (run / "cv.json").exists() else {}
     source, oof_name = Path(scored.get("run", run)), scored.get("oof", "oof")
     feats, dice, cases = [], [], []
-    for item in load_oof(source if source.is_dir() else run, oof_name):
+    oof = load_oof(source if source.is_dir() else run, oof_name)
+    if not oof:
+        raise FileNotFoundError(f"{run}: no out-of-fold predictions under {source}/fold*/{oof_name}/ (the run `cv score` scored; "
+                                f"run `brainseg3d cv train` / `cv score` there first)")
+    for item in oof:
         feats.append(Q.region_features(item["prob"], thresholds, post=post))
         dice.append(true[item["case"]])
         cases.append({"case": item["case"], "source": item["source"], "fold": item["fold"]})

@@ -64,7 +64,7 @@ def test_nrrd_case_is_discovered_converted_and_its_mask_written_on_its_grid(tmp_
     assert all(is_nifti(p) for p in copy.modality_files()) and is_nifti(copy.label)
     assert np.array_equal(np.asarray(nib.load(str(copy.images["flair"])).dataobj), np.asarray(load_image(case.images["flair"]).dataobj))
 
-    predictor = Predictor(precision="fp32", quality=False)
+    predictor = Predictor(precision="fp32", quality=False, views="axial")
     res = segment_cases([case], tmp_path / "out", predictor, progress=False, output_format="input")
     assert res[0].status == "ok", res[0].error
     mask = sitk.ReadImage(str(tmp_path / "out" / "Brats18_2013_20_1.nrrd"))

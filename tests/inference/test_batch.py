@@ -58,7 +58,7 @@ def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
     src = tmp_path / "in"
     copy_sample(src, "Case_A")
     out = tmp_path / "out"
-    assert main(["segment", str(src), str(out), "--quiet", "--preview", "--colour-table", "--uncertainty"]) == 0
+    assert main(["segment", str(src), str(out), "--quiet", "--preview", "--colour-table", "--uncertainty", "--views", "axial"]) == 0
     mtime = (out / "Case_A.nii.gz").stat().st_mtime_ns
     # the uncertainty map: uint8 percent on the mask's exact grid, high where the mask's edge is
     mask, unc = nib.load(str(out / "Case_A.nii.gz")), nib.load(str(out / "Case_A_uncertainty.nii.gz"))
@@ -70,13 +70,13 @@ def test_resume_skips_existing_and_overwrite(tmp_path, capsys):
     assert (out / "Case_A.png").stat().st_size > 1000
     assert (out / "brats_colours_brats.ctbl").read_text().count("\n") == 5
     capsys.readouterr()
-    assert main(["segment", str(src), str(out), "--quiet"]) == 0
+    assert main(["segment", str(src), str(out), "--quiet", "--views", "axial"]) == 0
     assert "0 segmented, 1 skipped (output exists; --overwrite to redo), 0 failed" in capsys.readouterr().err
     runs = sorted((out / "summaries").glob("summary-*.json"))
     assert len(runs) == 2  # each run keeps its own summary; summary.json is the latest
     assert json.loads(runs[-1].read_text())["skipped"] == 1 and json.loads(runs[0].read_text())["ok"] == 1
     assert (out / "Case_A.nii.gz").stat().st_mtime_ns == mtime
-    assert main(["segment", str(src), str(out), "--quiet", "--overwrite"]) == 0
+    assert main(["segment", str(src), str(out), "--quiet", "--overwrite", "--views", "axial"]) == 0
     assert (out / "Case_A.nii.gz").stat().st_mtime_ns != mtime
 
 
@@ -86,7 +86,7 @@ def test_killed_batch_leaves_no_partial_mask(tmp_path):
     for i in range(4):
         copy_sample(src, f"Kill_{i:03d}")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "brainseg3d", "segment", str(src), str(out), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "brainseg3d", "segment", str(src), str(out), "--quiet", "--views", "axial"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list(out.glob("Kill_*.nii.gz")):
@@ -98,7 +98,7 @@ def test_killed_batch_leaves_no_partial_mask(tmp_path):
     for f in done:  # every visible mask is complete
         assert nib.load(str(f)).get_fdata().shape == nib.load(str(next((src / f.name[:-7]).glob("*_t1.nii.gz")))).shape
     # resume finishes the rest and cleans up temp files of the killed run
-    assert main(["segment", str(src), str(out), "--quiet"]) == 0
+    assert main(["segment", str(src), str(out), "--quiet", "--views", "axial"]) == 0
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"Kill_{i:03d}.nii.gz" for i in range(4)]
     assert not list(out.glob(".*"))
 
@@ -113,9 +113,9 @@ def test_parallel_loaders_same_masks_and_failures_named(bad_batch, tmp_path):
 
     copy_sample(bad_batch.parent / "extra", "Good_002")
     cases = discover(bad_batch) + discover(bad_batch.parent / "extra")
-    one = segment_cases(cases, tmp_path / "w1", Predictor(device="cpu", precision="fp32", register="never"), progress=False, workers=1)
+    one = segment_cases(cases, tmp_path / "w1", Predictor(device="cpu", precision="fp32", register="never", views="axial"), progress=False, workers=1)
     # the GPU split: z-score on the device tensor instead of in the loader thread
-    gpu_like = Predictor(device="cpu", precision="fp32", register="never")
+    gpu_like = Predictor(device="cpu", precision="fp32", register="never", views="axial")
     gpu_like.normalize_on_device = True
     # 4 loaders -> 2 writer threads: previews drawn at once must not share matplotlib state
     three = segment_cases(cases, tmp_path / "w3", gpu_like, progress=False, workers=4, preview=True)

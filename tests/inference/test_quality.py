@@ -94,7 +94,7 @@ def test_strided_features_estimate_the_full_ones():
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor(precision="fp32")
+    return Predictor(precision="fp32", views="axial")  # the estimate's code path; views are tested elsewhere
 
 
 def test_member_network_matches_the_ensemble(predictor):
@@ -138,7 +138,7 @@ def test_bundle_calibration_is_fitted_and_validated(predictor):
 
 
 def test_no_quality_when_turned_off():
-    p = Predictor(precision="fp32", quality=False)
+    p = Predictor(precision="fp32", quality=False, views="axial")
     assert p.calibration is None and p._members is None
 
 

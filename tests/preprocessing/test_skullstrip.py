@@ -47,7 +47,7 @@ def need(path: Path) -> Path:
 def predictor():
     from brainseg3d.inference.predictor import Predictor
 
-    return Predictor(device="cpu")
+    return Predictor(device="cpu", views="axial")
 
 
 @pytest.fixture(scope="module")
