@@ -226,6 +226,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
                 node = node.get(part) if isinstance(node, dict) else None
             if node is not None:
                 values[key] = {"patch": node} if key == "data" else node
+        values.setdefault("views", "axial")  # the trainer's default (configs written before the key existed)
         per_fold.append((path.parent.name, values))
         start = (cfg.get("train") or {}).get("init_weights")
         if start:

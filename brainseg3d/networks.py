@@ -79,10 +79,10 @@ def flip_mean_probability(network: nn.Module, x: torch.Tensor, tta: bool = True)
     flips = FLIPS if tta else FLIPS[:1]
     prob = None
     for dims in flips:
-        p = torch.sigmoid(network(x.flip(dims) if dims else x).float())
+        p = network(x.flip(dims) if dims else x).float().sigmoid_()  # the logits are not kept
         p = p.flip(dims) if dims else p
-        prob = p if prob is None else prob + p
-    return prob / len(flips)
+        prob = p if prob is None else prob.add_(p)
+    return prob if len(flips) == 1 else prob.div_(len(flips))
 
 
 class MemberLogits(nn.Module):

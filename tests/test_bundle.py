@@ -695,7 +695,9 @@ def test_multi_gpu_train_json_under_torchrun(tmp_path):
 @pytest.mark.slow
 def test_evaluate_json_scores_and_writes_the_inference_mask(tiny_datalist, bundle_outputs, tmp_path):
     out = tmp_path / "eval"
-    cmd = bundle_cmd([TRAIN, EVALUATE], data_list_file_path=tiny_datalist, dataset_dir=SHARED / "brats2018", num_workers=0, output_dir=out)
+    # the views of the inference run it is compared with (evaluate.json reads the shipped three by default)
+    cmd = bundle_cmd([TRAIN, EVALUATE], data_list_file_path=tiny_datalist, dataset_dir=SHARED / "brats2018", num_workers=0, output_dir=out,
+                     views="axial")
     run_bundle(cmd, cwd=tmp_path)
     with open(out / "metrics.csv") as f:
         scores = {row[0]: float(row[1]) for row in csv.reader(f) if row}

@@ -66,8 +66,19 @@ def _onnx_runner(net2d: torch.nn.Module, example: torch.Tensor, slice_batch: int
     return run, None
 
 
-def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | None = None) -> dict:
-    """Time the network stage of the first usable case under ``cases_root`` (see the module doc)."""
+def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | None = None, members: int | None = None,
+                 views=None) -> dict:
+    """Time the network stage of the first usable case under ``cases_root`` (see the module doc).
+
+    Args:
+        cases_root: folder of cases; the first usable one is timed.
+        bundle: bundle folder (default: the shipped one).
+        repeats: timed runs per variant (their median is reported).
+        threads: torch CPU threads (default: torch's).
+        members: the first N ensemble members (default: all; 1 times a single network).
+        views: the views the whole-wrapper rows read (default: the bundle's); the slice rows
+            always time the axial stack.
+    """
     import numpy as np
 
     from brainseg3d.core.components import neighbour_stack
@@ -80,7 +91,7 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
     case = next((c for c in discover(cases_root) if inspect_case(c).ok), None)
     if case is None:
         raise ValueError(f"{cases_root}: no usable case")
-    predictor = Predictor(bundle, device="cpu", precision="fp32")
+    predictor = Predictor(bundle, device="cpu", precision="fp32", members=members, views=views, quality=False)
     wrapper = predictor.network  # SliceWise25D
     net2d, k, div, sb0 = wrapper.net, wrapper.k, wrapper.divisible, wrapper.slice_batch
     image = predictor.load(case).data["image"].as_tensor().float()
@@ -142,9 +153,15 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
         torch.set_num_threads(1)
         add("1 torch thread", eager(crop_stack), ref, f"default: {all_threads}")
         torch.set_num_threads(all_threads)
+    # the bundle's TorchScript export when the network is the bundle's whole one; with --members
+    # / --views, the same wrapper class scripted here (what ckpt_export does to it)
     ts_path = predictor.bundle / "models" / "model.ts"
-    if ts_path.exists():
-        ts = torch.jit.load(str(ts_path), map_location="cpu").eval()
+    ts = None
+    if members is None and views is None and ts_path.exists():
+        ts, ts_name = torch.jit.load(str(ts_path), map_location="cpu").eval(), "TorchScript models/model.ts (whole wrapper, fp32)"
+    elif members is not None or views is not None:
+        ts, ts_name = torch.jit.script(wrapper).eval(), "TorchScript of the same wrapper (torch.jit.script, fp32)"
+    if ts is not None:
         x = full[None]
 
         def ts_run():
@@ -156,7 +173,7 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
                 return wrapper(x)
 
         ref_vol = add("SliceWise25D eager fp32 (whole wrapper, for the TorchScript row)", eager_run)
-        add("TorchScript models/model.ts (whole wrapper, fp32)", ts_run, ref_vol)
+        add(ts_name, ts_run, ref_vol)
     run, why = _onnx_runner(net2d.eval(), crop_stack, sb0)
     if run is None:
         rows.append({"variant": "ONNX Runtime (CPU provider)", "seconds": None, "max_abs_prob_diff": None, "note": why})
@@ -169,6 +186,8 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, torch {torch.__version__}, threads {all_threads}",
         "input_cropped": list(full.shape),
         "repeats": repeats,
+        "members": predictor.members,
+        "views": predictor.views,
         "rows": rows,
         "numpy": np.__version__,
     }

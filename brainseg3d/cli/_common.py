@@ -31,9 +31,9 @@ def _overrides(pairs) -> dict:
 
 def _views(text: str) -> list[str]:
     """``--views axial,coronal`` -> ``["axial", "coronal"]`` (an argparse error names a wrong one)."""
-    from brainseg3d.core.labels import VIEWS
+    from brainseg3d.core.labels import as_views
 
-    views = [v.strip().lower() for v in text.split(",") if v.strip()]
-    if not views or any(v not in VIEWS for v in views) or len(set(views)) < len(views):
-        raise argparse.ArgumentTypeError(f"distinct views of {', '.join(VIEWS)} expected, got {text!r}")
-    return views
+    try:
+        return as_views([v.strip().lower() for v in text.split(",") if v.strip()])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e} (from {text!r})") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from brainseg3d.cli._common import _views
+
 
 def run(args) -> int:
     """Run the command; returns its exit status."""
@@ -12,9 +14,11 @@ def run(args) -> int:
     if args.ablation:
         from brainseg3d.benchmarks.ablation import format_ablation, run_ablation
 
-        report = run_ablation(args.cases_dir, bundle=args.bundle, repeats=args.repeats, threads=args.threads)
+        report = run_ablation(args.cases_dir, bundle=args.bundle, repeats=args.repeats, threads=args.threads, members=args.members,
+                              views=args.views)
         print(format_ablation(report))
-        print(f"machine: {report['machine']}; case {report['case']}, cropped input {report['input_cropped']}, median of {report['repeats']}")
+        print(f"machine: {report['machine']}; case {report['case']}, cropped input {report['input_cropped']}, median of {report['repeats']}; "
+              f"{report['members']} member(s), views {'+'.join(report['views'])}")
         if args.out:
             from brainseg3d.io import write_json
 
@@ -48,6 +52,8 @@ def add_parser(sub) -> None:
     s.add_argument("--workers", type=int, default=None, help="loader threads of our batch runner (default: 1 on CPU, up to 12 on a GPU)")
     s.add_argument("--ablation", action="store_true", help="instead: time the network stage of one case under each speed technique, one change at a time")
     s.add_argument("--repeats", type=int, default=3, help="--ablation: timed runs per variant (median)")
+    s.add_argument("--members", type=int, default=None, help="--ablation: the first N ensemble members (default: all)")
+    s.add_argument("--views", type=_views, default=None, help="--ablation: views of the whole-wrapper rows, e.g. axial (default: the bundle's)")
     s.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
     s.add_argument("--out", default=None, help="JSON report")
     s.set_defaults(func=run)

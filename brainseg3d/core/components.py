@@ -26,7 +26,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from torch import nn
 
-from .labels import LABEL_SCHEMES, VIEWS
+from .labels import LABEL_SCHEMES, VIEWS, as_views
 
 __all__ = [
     "neighbour_stack",
@@ -116,9 +116,7 @@ class SliceWise25D(nn.Module):
         views: Union[str, Sequence[str]] = "axial",
     ):
         super().__init__()
-        views = [views] if isinstance(views, str) else list(views)
-        if not views or any(v not in VIEWS for v in views) or len(set(views)) < len(views):
-            raise ValueError(f"views must be distinct names from {sorted(VIEWS)}, got {views!r}")
+        views = as_views(views)
         self.views = views
         self.dims: List[int] = [2 + VIEWS[v] for v in views]  # the sliced axes of [B, C, H, W, D]
         self.mask_background = bool(mask_background)
@@ -141,39 +139,48 @@ class SliceWise25D(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.dims) == 1:
-            return self._view(x, self.dims[0])
-        total = torch.zeros((), dtype=torch.float32, device=x.device)
-        for dim in self.dims:
-            total = total + torch.sigmoid(self._view(x, dim).float())
-        return torch.logit(total / len(self.dims), eps=1e-6)
+            return self._view(x, self.dims[0]).contiguous()
+        # the views' sigmoids summed in place into one buffer (no per-view copies kept)
+        total = torch.empty(0, device=x.device)
+        for j, dim in enumerate(self.dims):
+            p = self._view(x, dim).float().sigmoid_()
+            if j == 0:
+                total = p.contiguous()
+            else:
+                total.add_(p)
+        return total.div_(float(len(self.dims))).logit_(eps=1e-6)
 
     def _view(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """Logits of the slices along axis ``dim`` of ``x``."""
+        """Logits of the slices along axis ``dim`` of ``x`` (laid out as ``x``; a strided view
+        of the output for a view other than axial)."""
         if dim != 4:  # its axis last, then back
-            return self._slices(x.movedim(dim, 4)).movedim(4, dim).contiguous()
+            return self._slices(x.movedim(dim, 4)).movedim(4, dim)
         return self._slices(x)
 
     def _slices(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w, d = x.shape
         ph = (self.divisible - h % self.divisible) % self.divisible
         pw = (self.divisible - w % self.divisible) % self.divisible
+        top, left = ph // 2, pw // 2
+        padded = x
         if ph > 0 or pw > 0:
-            x = nn.functional.pad(x, [0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
-        outs = []
+            padded = nn.functional.pad(x, [0, 0, left, pw - left, top, ph - top])
+        # each pass writes its slices, unpadded, straight into the one output tensor
+        y = torch.empty(0, device=x.device)
         for i in range(b):
             # Z first once; each pass then copies only its own slices and neighbours (contiguous),
             # so the full [D, C * (2k + 1), H', W'] stack never exists at once
-            by_z = x[i].permute(3, 0, 1, 2).contiguous()  # [D, C, H', W']
-            chunks = []
+            by_z = padded[i].permute(3, 0, 1, 2).contiguous()  # [D, C, H', W']
             for s in range(0, d, self.slice_batch):
-                zs = torch.arange(s, min(s + self.slice_batch, d), device=x.device)
-                chunks.append(self.net(z_major_stack(by_z, self.k, zs)))
-            outs.append(torch.cat(chunks, 0).permute(1, 2, 3, 0))  # [out, H', W', D]
-        y = torch.stack(outs, 0)[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :]
+                e = min(s + self.slice_batch, d)
+                zs = torch.arange(s, e, device=x.device)
+                out = self.net(z_major_stack(by_z, self.k, zs))  # [n, out, H', W']
+                if y.numel() == 0:
+                    y = torch.empty((b, out.shape[1], h, w, d), dtype=out.dtype, device=x.device)
+                y[i, :, :, :, s:e] = out[:, :, top : top + h, left : left + w].permute(1, 2, 3, 0)
         if self.mask_background:
-            brain = (x[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w, :] != 0).any(1, keepdim=True)
-            y = y.masked_fill(~brain, -20.0)
-        return y.contiguous()
+            y.masked_fill_(~(x != 0).any(1, keepdim=True), -20.0)
+        return y
 
 
 def brain_mask(x):

@@ -17,7 +17,7 @@ always explicit (``labels="brats"`` or ``"brats2023"``).
 
 from __future__ import annotations
 
-__all__ = ["LABEL_SCHEMES", "LABEL_NAMES", "LABEL_COLOURS", "REGIONS", "REGION_NAMES", "VIEWS"]
+__all__ = ["LABEL_SCHEMES", "LABEL_NAMES", "LABEL_COLOURS", "REGIONS", "REGION_NAMES", "VIEWS", "as_views"]
 
 #: enhancing-tumour value written for each label scheme
 LABEL_SCHEMES: dict[str, int] = {"brats": 4, "brats2023": 3}
@@ -40,3 +40,22 @@ REGION_NAMES: dict[str, str] = {"WT": "whole tumour (WT)", "TC": "tumour core (T
 #: slice view -> the spatial axis of a RAS volume ``[X, Y, Z]`` it slices (MONAI's ``SliceInferer``
 #: ``spatial_dim``): a 2.5D model reads slices of one view, its neighbours along that axis
 VIEWS: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def as_views(views) -> list[str]:
+    """One view name or a sequence of them -> a list of distinct names of :data:`VIEWS`.
+
+    Args:
+        views: ``"axial"``, ``["axial", "coronal"]``, ...
+
+    Raises:
+        ValueError: an empty list, an unknown name or a repeated one (the message names them).
+
+    Example:
+        >>> as_views("coronal")
+        ['coronal']
+    """
+    names = [views] if isinstance(views, str) else list(views)
+    if not names or any(v not in VIEWS for v in names) or len(set(names)) < len(names):
+        raise ValueError(f"views must be distinct names from {sorted(VIEWS)}, got {names!r}")
+    return names

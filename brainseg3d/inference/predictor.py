@@ -44,7 +44,7 @@ from brainseg3d.inference.prepare import LoadedCase, _case_error, _root_cause, p
 from brainseg3d.inference.report import add_warnings
 from brainseg3d.inference.quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
 from brainseg3d.inference.postprocessing import PostprocessRegions
-from brainseg3d.core.labels import LABEL_SCHEMES, VIEWS
+from brainseg3d.core.labels import LABEL_SCHEMES, as_views
 from brainseg3d.preprocessing.transforms import RegionsToLabels, preprocessing
 
 __all__ = ["DEFAULT_BUNDLE", "Prediction", "Predictor", "load_bundle_network"]
@@ -96,10 +96,7 @@ def load_bundle_network(bundle: str | os.PathLike, device: torch.device | str = 
         if views is not None:
             if parser.get("views") is None:
                 raise ValueError(f"{bundle.name} reads one fixed view (no 'views' in its inference config); views cannot be chosen")
-            views = [views] if isinstance(views, str) else list(views)
-            if not views or any(v not in VIEWS for v in views) or len(set(views)) < len(views):
-                raise ValueError(f"views must be distinct names from {sorted(VIEWS)}, got {views!r}")
-            parser["views"] = views
+            parser["views"] = as_views(views)
         net = parser.get_parsed_content("network_def", instantiate=True)
     finally:
         sys.path.remove(str(bundle))

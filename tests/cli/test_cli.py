@@ -87,5 +87,6 @@ def test_views_option_names_a_wrong_view(capsys, tmp_path):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
-        assert "distinct views of axial, coronal, sagittal expected" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "views must be distinct names from ['axial', 'coronal', 'sagittal']" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ def test_the_rest_of_the_package_takes_the_label_vocabulary_from_core():
     """One definition of the labels: no other module assigns these names."""
     import ast
 
-    names = {"LABEL_SCHEMES", "LABEL_NAMES", "LABEL_COLOURS", "REGIONS", "REGION_NAMES", "MODALITIES"}
+    names = {"LABEL_SCHEMES", "LABEL_NAMES", "LABEL_COLOURS", "REGIONS", "REGION_NAMES", "MODALITIES", "VIEWS"}
     for path in sorted((CORE.parent).rglob("*.py")):
         if path.parent == CORE:
             continue
@@ -29,3 +29,19 @@ def test_the_rest_of_the_package_takes_the_label_vocabulary_from_core():
             targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
             for t in targets:
                 assert not (isinstance(t, ast.Name) and t.id in names), f"{path.relative_to(CORE.parent)}:{node.lineno} defines {t.id} again"
+
+
+def test_one_check_of_view_names():
+    """``as_views`` is the one check every views argument goes through (network, dataset,
+    predictor, CLI): a name or a list in, distinct known names out, or a ValueError naming them."""
+    import pytest
+
+    from brainseg3d.core.labels import as_views
+
+    assert as_views("coronal") == ["coronal"]
+    assert as_views(("sagittal", "axial")) == ["sagittal", "axial"]
+    for bad in ([], ["axial", "axial"], ["transverse"], "Axial"):
+        with pytest.raises(ValueError, match="views must be distinct names"):
+            as_views(bad)
+    for path in sorted((CORE.parent).rglob("*.py")):
+        assert path.name == "labels.py" or "not in VIEWS" not in path.read_text(), f"{path.relative_to(CORE.parent)} checks view names itself; use as_views"

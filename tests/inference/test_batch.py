@@ -37,7 +37,7 @@ def bad_batch(tmp_path_factory):
 def test_bad_inputs_named_and_batch_goes_on(bad_batch, tmp_path, capsys):
     out = tmp_path / "out"
     # --register never: grids that differ are an error (auto would register them, tested elsewhere)
-    rc = main(["segment", str(bad_batch), str(out), "--precision", "fp32", "--quiet", "--register", "never"])
+    rc = main(["segment", str(bad_batch), str(out), "--precision", "fp32", "--quiet", "--register", "never", "--views", "axial"])
     cap = capsys.readouterr()
     assert rc == 1
     assert cap.out.strip().splitlines() == [str(out / "Good_001.nii.gz")]

@@ -98,10 +98,21 @@ def test_brats2023_label_scheme(sample_pred):
 
 
 def test_bf16_matches_fp32_closely(sample_pred):
-    case, pred = sample_pred
-    b = Predictor(precision="bf16", views="axial").segment_case(case)
-    s = region_scores(_arr(b.label), _arr(pred.label))
-    assert s["Dice_WT"] > 0.97 and s["Dice_TC"] > 0.95
+    """bf16 autocast (the default where the CPU has it) gives fp32's probabilities closely: one
+    member, on the 24 middle axial slices of the sample (bf16 is emulated, and slow, on a CPU
+    without it; the rest of the path does not depend on the precision)."""
+    case, _ = sample_pred
+    fp32 = Predictor(precision="fp32", members=1, views="axial", quality=False)
+    bf16 = Predictor(precision="bf16", members=1, views="axial", quality=False)
+    image = fp32.load(case).data["image"]
+    mid = image.shape[-1] // 2
+    image = image[..., mid - 12 : mid + 12]
+    a, b = fp32.probabilities(image), bf16.probabilities(image)
+    assert (a[0] > 0.5).sum() > 1000, "the slices cross the tumour"
+    assert float((a - b).abs().mean()) < 0.01
+    inter = ((a > 0.5) & (b > 0.5)).sum(dim=(1, 2, 3)).float()
+    dice = 2 * inter / ((a > 0.5).sum(dim=(1, 2, 3)) + (b > 0.5).sum(dim=(1, 2, 3))).float()
+    assert float(dice[0]) > 0.97 and float(dice[1]) > 0.95, dice
 
 
 def test_views_option_reads_other_slices(sample_pred, tmp_path):

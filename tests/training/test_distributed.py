@@ -63,8 +63,8 @@ def test_sharded_inference_matches_single_process(tmp_path):
     for i in range(3):
         copy_sample(src, f"Shard_{i}")
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    assert main(["segment", str(src), str(single), "--quiet", "--precision", "fp32", "--views", "axial"]) == 0
-    cmd = TORCHRUN + ["-m", "brainseg3d", "segment", str(src), str(sharded), "--quiet", "--precision", "fp32", "--views", "axial"]
+    assert main(["segment", str(src), str(single), "--quiet", "--precision", "fp32", "--views", "axial", "--members", "1"]) == 0
+    cmd = TORCHRUN + ["-m", "brainseg3d", "segment", str(src), str(sharded), "--quiet", "--precision", "fp32", "--views", "axial", "--members", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     shards = [json.loads(p.read_text()) for p in sorted(sharded.glob("summary.shard-*.json"))]

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .components import neighbour_stack
-from .labels import VIEWS
+from .labels import VIEWS, as_views
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +123,7 @@ class SliceDataset(Dataset):
 
     def __init__(self, volumes: Sequence[dict], k: int = 1, tumour_ratio: Optional[float] = 0.7, transform=None, seed: int = 0,
                  views: str | Sequence[str] = "axial"):
-        views = [views] if isinstance(views, str) else list(views)
-        if not views or any(v not in VIEWS for v in views) or len(set(views)) < len(views):
-            raise ValueError(f"views must be distinct names from {sorted(VIEWS)}, got {views!r}")
+        views = as_views(views)
         self.volumes, self.k, self.tumour_ratio, self.transform, self.seed = volumes, int(k), tumour_ratio, transform, int(seed)
         self.views = views
         self.tumour: list = []  # (volume, sliced axis of [C, X, Y, Z], slice)
