@@ -219,6 +219,7 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
     import torch
 
     from brainseg3d.core.cases import discover, inspect_case
+    from brainseg3d.networks import bf16_supported
 
     cases = [c for c in discover(cases_root) if inspect_case(c).ok][: n + 1]
     if len(cases) < 2:
@@ -233,6 +234,12 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
             views = [x for x in parts[1:] if x in VIEWS] or None
             opts.update(precision=parts[0], tta="tta" in parts, members=members, quality="noq" not in parts, views=views)
         name = "reference" if kind == "reference" else "ours"
+        if opts.get("precision") == "bf16" and not bf16_supported(torch.device(device)):
+            # emulated bf16 is several times slower than fp32: not a number anyone would run with
+            note = f"not run: {device} has no native bfloat16 (emulated, several times slower than fp32; auto precision runs fp32 here)"
+            print(f"bench: {kind}: {note}", file=sys.stderr, flush=True)
+            results.append({"pipeline": kind, "median_s": None, "note": note})
+            continue
         print(f"bench: {kind} on {len(cases) - 1} cases ...", file=sys.stderr, flush=True)
         res = _run_isolated(name, dirs, opts)
         res["pipeline"] = kind
@@ -262,4 +269,6 @@ def format_table(report: dict) -> str:
         f = lambda k, fmt="{:.2f}": fmt.format(r[k]) if r.get(k) is not None else "-"
         lines.append(f"| {r['pipeline']} | {f('median_s')} | {f('batch_seconds_per_case')} | {f('speedup_vs_reference', '{:.1f}')} | {f('peak_rss_mb', '{:.0f}')} "
                      f"| {f('median_seconds_load')} | {f('median_seconds_inference')} | {f('Dice_WT', '{:.3f}')} | {f('Dice_TC', '{:.3f}')} | {f('Dice_ET', '{:.3f}')} |")
+    notes = [f"{r['pipeline']}: {r['note']}" for r in report["results"] if r.get("note")]
+    lines += [""] + notes if notes else []
     return "\n".join(lines)

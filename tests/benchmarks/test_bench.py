@@ -4,8 +4,10 @@
 import json
 
 import pytest
+import torch
 
 from brainseg3d.cli import main
+from brainseg3d.networks import bf16_supported
 
 from ..conftest import copy_sample
 
@@ -18,12 +20,18 @@ def test_bench_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     # one member, one view, fp32: the plumbing is what is tested, in the suite's budget (bf16 is
     # emulated, and slow, on a CPU without it)
-    rc = main(["bench", str(src), "--n", "1", "--pipelines", "reference,ours-fp32+m1+axial", "--memory-batch", "3", "--out", str(out)])
+    rc = main(["bench", str(src), "--n", "1", "--pipelines", "reference,ours-bf16+m1+axial,ours-fp32+m1+axial", "--memory-batch", "3",
+               "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "| reference |" in text and "| ours-fp32+m1+axial |" in text and "batch of 3 cases:" in text and "cases/s" in text
     report = json.loads(out.read_text())
-    ref, ours = report["results"]
+    ref, bf16, ours = report["results"]
+    # bf16 runs where the CPU has it; elsewhere (emulated, several times slower) the row says why not
+    if bf16_supported(torch.device("cpu")):
+        assert bf16["median_s"] > 0 and not bf16.get("note")
+    else:
+        assert bf16["median_s"] is None and "no native bfloat16" in bf16["note"] and f"ours-bf16+m1+axial: {bf16['note']}" in text
     assert ref["n"] == ours["n"] == 1 and ref["median_s"] > 0 and ours["median_s"] > 0
     assert ours["speedup_vs_reference"] > 0 and ours["peak_rss_mb"] > 0
     # the stage times, from the case report: reading and inference each a part of the end-to-end time
