@@ -157,10 +157,10 @@ def run_ablation(cases_root: str, bundle=None, repeats: int = 3, threads: int | 
     # / --views, the same wrapper class scripted here (what ckpt_export does to it)
     ts_path = predictor.bundle / "models" / "model.ts"
     ts = None
-    if members is None and views is None and ts_path.exists():
-        ts, ts_name = torch.jit.load(str(ts_path), map_location="cpu").eval(), "TorchScript models/model.ts (whole wrapper, fp32)"
-    elif members is not None or views is not None:
+    if members is not None or views is not None:
         ts, ts_name = torch.jit.script(wrapper).eval(), "TorchScript of the same wrapper (torch.jit.script, fp32)"
+    elif ts_path.exists():
+        ts, ts_name = torch.jit.load(str(ts_path), map_location="cpu").eval(), "TorchScript models/model.ts (whole wrapper, fp32)"
     if ts is not None:
         x = full[None]
 

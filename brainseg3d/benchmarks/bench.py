@@ -270,5 +270,6 @@ def format_table(report: dict) -> str:
         lines.append(f"| {r['pipeline']} | {f('median_s')} | {f('batch_seconds_per_case')} | {f('speedup_vs_reference', '{:.1f}')} | {f('peak_rss_mb', '{:.0f}')} "
                      f"| {f('median_seconds_load')} | {f('median_seconds_inference')} | {f('Dice_WT', '{:.3f}')} | {f('Dice_TC', '{:.3f}')} | {f('Dice_ET', '{:.3f}')} |")
     notes = [f"{r['pipeline']}: {r['note']}" for r in report["results"] if r.get("note")]
-    lines += [""] + notes if notes else []
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)

@@ -140,14 +140,10 @@ class SliceWise25D(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.dims) == 1:
             return self._view(x, self.dims[0]).contiguous()
-        # the views' sigmoids summed in place into one buffer (no per-view copies kept)
-        total = torch.empty(0, device=x.device)
-        for j, dim in enumerate(self.dims):
-            p = self._view(x, dim).float().sigmoid_()
-            if j == 0:
-                total = p.contiguous()
-            else:
-                total.add_(p)
+        # the views' sigmoids summed in place into the first view's buffer (no per-view copies kept)
+        total = self._view(x, self.dims[0]).float().sigmoid_().contiguous()
+        for dim in self.dims[1:]:
+            total.add_(self._view(x, dim).float().sigmoid_())
         return total.div_(float(len(self.dims))).logit_(eps=1e-6)
 
     def _view(self, x: torch.Tensor, dim: int) -> torch.Tensor:
