@@ -7,7 +7,8 @@
 # the workspace's fetch tool leaves them); EXTRA_DIR: where the 40 extra cases go (outside the
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
-# checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs).
+# checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
+# 14 minutes per fold for stage 2 (4 epochs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -18,15 +19,24 @@ $bs pool --root brats2018=../shared/data/brats2018 --root extra="$extra" --out "
 cmp -s <(python3 -c "import json,sys; print(json.dumps({i['case']: i['fold'] for i in json.load(open(sys.argv[1]))['training']}, sort_keys=True))" "$run/pool60.json") \
        <(python3 -c "import json,sys; print(json.dumps({i['case']: i['fold'] for i in json.load(open(sys.argv[1]))['training']}, sort_keys=True))" data_lists/pool60.json) \
     || { echo "the pool's folds differ from data_lists/pool60.json" >&2; exit 1; }
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml --out "$run" --root extra="$extra" --quiet   # 5 folds, 16 epochs
-$bs cv score "$run"                         # out-of-fold Dice / HD95, post-processing chosen by CV
-$bs cv export "$run"                        # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
-# the committed record (bundles/brats_mri_2p5d_segmentation/docs/training/cv) and the experiments table
-mkdir -p bundles/brats_mri_2p5d_segmentation/docs/training/cv
-cp "$run"/cv.json "$run"/cv.csv "$run"/cv_raw.csv "$run"/postprocessing.json bundles/brats_mri_2p5d_segmentation/docs/training/cv/
-for f in "$run"/fold*; do
-    d=bundles/brats_mri_2p5d_segmentation/docs/training/cv/$(basename "$f"); mkdir -p "$d"
+# stage 1: 5 folds, 16 epochs each (the members of bundles 0.7.0 and 0.8.0)
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml --out "$run" --root extra="$extra" --quiet
+mkdir -p runs/shipped_members
+for f in "$run"/fold*; do mkdir -p runs/shipped_members/$(basename "$f"); cp "$f"/final_model.pt runs/shipped_members/$(basename "$f")/; done
+# stage 2 (bundle 0.9.0): each fold's member trained 4 more epochs with batch Dice (configs/unet25d_pool_ft.yaml)
+ft=${run}_ft
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_ft.yaml --out "$ft" --root extra="$extra" --quiet
+$bs cv score "$ft"                                                                    # axial only: docs/training/cv_ft
+$bs cv score "$ft" --views axial,coronal,sagittal --root extra="$extra" --out "$ft"_views  # the shipped reading: docs/training/cv_ft_views
+cp "$ft"_views/postprocessing.json "$ft"/
+$bs cv export "$ft" --views axial,coronal,sagittal   # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
+# the committed records and the experiments table
+rec=bundles/brats_mri_2p5d_segmentation/docs/training
+mkdir -p $rec/cv_ft $rec/cv_ft_views
+cp "$ft"/cv.json "$ft"/cv.csv "$ft"/cv_raw.csv "$ft"/postprocessing.json $rec/cv_ft/
+cp "$ft"_views/cv.json "$ft"_views/cv.csv "$ft"_views/cv_raw.csv "$ft"_views/postprocessing.json $rec/cv_ft_views/
+for f in "$ft"/fold*; do
+    d=$rec/cv_ft/$(basename "$f"); mkdir -p "$d"
     cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
 done
-$bs cv quality "$run" --bundle bundles/brats_mri_2p5d_segmentation --out bundles/brats_mri_2p5d_segmentation/docs/training/cv
-$bs cv table bundles/brats_mri_2p5d_segmentation/docs/training/cv_8epochs bundles/brats_mri_2p5d_segmentation/docs/training/cv --out docs/experiments.md --notes docs/experiments_notes.md
+$bs cv quality "$ft"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_ft_views

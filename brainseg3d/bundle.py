@@ -187,6 +187,7 @@ RECIPE_KEYS = {
     "tumour_ratio": "data#tumour_ratio",
     "data": "data#patch",
     "augmentation": "augmentation",
+    "loss": "loss",
 }
 
 
@@ -212,6 +213,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
     configs = sorted(Path(run).glob("fold*/config.yaml"))
     if not configs:
         raise FileNotFoundError(f"no fold*/config.yaml under {run}")
+    default_loss = yaml.safe_load((Path(__file__).parent / "training" / "recipe.yaml").read_text())["loss"]  # the trainer's RECIPE
     per_fold = []
     starts = set()  # where the folds started (train#init_weights)
     datalist = None
@@ -227,6 +229,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
             if node is not None:
                 values[key] = {"patch": node} if key == "data" else node
         values.setdefault("views", "axial")  # the trainer's default (configs written before the key existed)
+        values.setdefault("loss", default_loss)  # recipe.yaml's (configs written before the run config kept it)
         per_fold.append((path.parent.name, values))
         start = (cfg.get("train") or {}).get("init_weights")
         if start:
