@@ -163,7 +163,8 @@ def test_cv_export_writes_the_runs_own_architecture(tmp_path):
         d = run / f"fold{fold}"
         d.mkdir(parents=True)
         train = {"max_epochs": 4, "init_weights": "runs/k1/fold{fold}/final_model.pt"}  # a warm-started stage
-        (d / "config.yaml").write_text(yaml.safe_dump({"k": 2, "network": net_cfg, "train": train}, sort_keys=False))
+        loss = {"_target_": "DiceCELoss", "sigmoid": True, "batch": True}  # the run's own loss (stage 2's batch Dice)
+        (d / "config.yaml").write_text(yaml.safe_dump({"k": 2, "network": net_cfg, "train": train, "loss": loss}, sort_keys=False))
         torch.manual_seed(fold)
         unet = UNet(spatial_dims=2, in_channels=20, out_channels=3, channels=[8, 16, 32], strides=[2, 2], num_res_units=1, norm="INSTANCE")
         torch.save(unet.state_dict(), d / "final_model.pt")
@@ -179,6 +180,12 @@ def test_cv_export_writes_the_runs_own_architecture(tmp_path):
     train = json.loads((bundle / "configs" / "train.json").read_text())
     assert train["epochs"] == 4 and train["init_weights"] is None  # runs anywhere; the comment says where the members started
     assert "runs/k1/fold{fold}/final_model.pt" in train["_comment_init_weights_recipe"]
+    assert train["loss"] == {"_target_": "DiceCELoss", "sigmoid": True, "batch": True}  # the loss the members were trained with
+    for fold in (0, 1):  # a run config written before it kept its loss: the trainer's default, recipe.yaml's
+        path = run / f"fold{fold}" / "config.yaml"
+        path.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "loss"}))
+    default = yaml.safe_load((REPO / "brainseg3d" / "training" / "recipe.yaml").read_text())["loss"]
+    assert recipe_from_run(run)[0]["loss"] == default and "batch" not in default
     net, _ = load_bundle_network(bundle)
     with torch.no_grad():
         out = net(torch.rand(1, 4, 32, 32, 6))
