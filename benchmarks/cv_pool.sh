@@ -36,7 +36,8 @@ mkdir -p $rec/cv_ft $rec/cv_ft_views
 cp "$ft"/cv.json "$ft"/cv.csv "$ft"/cv_raw.csv "$ft"/postprocessing.json $rec/cv_ft/
 cp "$ft"_views/cv.json "$ft"_views/cv.csv "$ft"_views/cv_raw.csv "$ft"_views/postprocessing.json $rec/cv_ft_views/
 for f in "$ft"/fold*; do
-    d=$rec/cv_ft/$(basename "$f"); mkdir -p "$d"
+    d=$rec/cv_ft/$(basename "$f"); v=$rec/cv_ft_views/$(basename "$f"); mkdir -p "$d" "$v"
     cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
+    cp "$f"/summary.json "$f"/config.yaml "$v"/   # the experiments table reads the recipe beside each record
 done
 $bs cv quality "$ft"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_ft_views

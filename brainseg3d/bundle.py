@@ -213,7 +213,9 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
     configs = sorted(Path(run).glob("fold*/config.yaml"))
     if not configs:
         raise FileNotFoundError(f"no fold*/config.yaml under {run}")
-    default_loss = yaml.safe_load((Path(__file__).parent / "training" / "recipe.yaml").read_text())["loss"]  # the trainer's RECIPE
+    from brainseg3d.training.trainer import RECIPE
+
+    default_loss = yaml.safe_load(RECIPE.read_text())["loss"]  # what the trainer used where a run config lacks it
     per_fold = []
     starts = set()  # where the folds started (train#init_weights)
     datalist = None
