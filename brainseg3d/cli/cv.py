@@ -1,4 +1,4 @@
-"""Cross-validation on a pool datalist (``brainseg3d cv train|score|table|quality|export``)."""
+"""Cross-validation on a pool datalist (``brainseg3d cv train|score|compare|table|quality|export``)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,30 @@ def _score(args) -> int:
     print(format_summary(summary))
     print(Path(args.out or args.run) / "cv.json")
     return 0
+
+
+def _compare(args) -> int:
+    """Run ``cv compare``; returns its exit status."""
+    from brainseg3d.evaluation.paired import format_comparison, paired_comparison
+    from brainseg3d.io import atomic_path, write_json
+
+    a, b = (_score_file(p, args.raw) for p in (args.a, args.b))
+    res = paired_comparison(a, b, metric=args.metric, tie=args.tie)
+    text = format_comparison(res)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        write_json(res, out.with_suffix(".json"))
+        with atomic_path(out.with_suffix(".md")) as tmp:
+            Path(tmp).write_text(text + "\n")
+        print(out.with_suffix(".md"))
+    return 0
+
+
+def _score_file(path: str, raw: bool) -> Path:
+    """A record folder's ``cv.csv`` (``cv_raw.csv`` with ``raw``), or the CSV itself."""
+    p = Path(path)
+    return p / ("cv_raw.csv" if raw else "cv.csv") if p.is_dir() else p
 
 
 def _table(args) -> int:
@@ -128,6 +152,14 @@ def add_parser(sub) -> None:
                         "sagittal; fold<i>/oof_<view>/), then score the mean of their probabilities")
     s.add_argument("--root", action="append", metavar="NAME=PATH", help="with --tta / --views: where a pool root is, over the recorded one")
     s.set_defaults(func=_score)
+    s = cvs.add_parser("compare", help="paired per-case comparison of two scored CV records (B against A, on the cases both scored)")
+    s.add_argument("a", help="the reference: a record or run folder scored by `cv score` (its cv.csv), or a per-case CSV")
+    s.add_argument("b", help="the candidate, the same way")
+    s.add_argument("--raw", action="store_true", help="compare the folders' raw scores (cv_raw.csv: threshold 0.5, no rules)")
+    s.add_argument("--metric", choices=["Dice", "HD95"], default="Dice", help="per-case score compared (default Dice)")
+    s.add_argument("--tie", type=float, default=0.005, help="a per-case difference this small counts as the same (default 0.005)")
+    s.add_argument("--out", default=None, help="also write OUT.md and OUT.json")
+    s.set_defaults(func=_compare)
     s = cvs.add_parser("table", help="the experiments table (Markdown + chart) of scored CV runs")
     s.add_argument("runs", nargs="+", help="CV run folders, each scored by `cv score`")
     s.add_argument("--out", default="docs/experiments.md", help="Markdown file (a .png chart beside it)")

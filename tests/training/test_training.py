@@ -99,7 +99,7 @@ def test_cli_train_smoke(tiny_datalist, tmp_path, capsys):
 
 
 def test_recipe_loss_optimizer_schedule_come_from_config():
-    """brainseg3d/recipe.yaml gives the defaults as MONAI components; a config can replace them."""
+    """brainseg3d/training/recipe.yaml gives the defaults as MONAI components; a config can replace them."""
     parser = load_config(REPO / "configs" / "unet25d_pool.yaml", {"train#max_epochs": 5})
     net = parser.get_parsed_content("network")
     loss, opt, sched = (parser.get_parsed_content(k) for k in ("loss", "optimizer", "lr_scheduler"))
