@@ -191,6 +191,17 @@ RECIPE_KEYS = {
 }
 
 
+def _bundle_targets(node):
+    """``node`` with every ``_target_`` in the package's core (``brainseg3d.core.training.X``)
+    pointing at the bundle's verbatim copy (``scripts.training.X``)."""
+    if isinstance(node, dict):
+        return {k: (("scripts." + v[len("brainseg3d.core."):]) if k == "_target_" and isinstance(v, str) and v.startswith("brainseg3d.core.")
+                    else _bundle_targets(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_bundle_targets(v) for v in node]
+    return node
+
+
 def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
     """The training recipe of a CV run as the bundle's ``train.json`` entries, and its pool
     datalist, from the folds' ``config.yaml`` (the config as each fold ran).
@@ -232,6 +243,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
                 values[key] = {"patch": node} if key == "data" else node
         values.setdefault("views", "axial")  # the trainer's default (configs written before the key existed)
         values.setdefault("loss", default_loss)  # recipe.yaml's (configs written before the run config kept it)
+        values = _bundle_targets(values)  # brainseg3d.core.X -> the bundle's verbatim copy scripts.X
         per_fold.append((path.parent.name, values))
         start = (cfg.get("train") or {}).get("init_weights")
         if start:

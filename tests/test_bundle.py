@@ -186,6 +186,11 @@ def test_cv_export_writes_the_runs_own_architecture(tmp_path):
         path.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "loss"}))
     default = yaml.safe_load((REPO / "brainseg3d" / "training" / "recipe.yaml").read_text())["loss"]
     assert recipe_from_run(run)[0]["loss"] == default and "batch" not in default
+    mixed = {"_target_": "brainseg3d.core.training.DiceBCELoss", "batch_weight": 0.5}
+    for fold in (0, 1):  # a loss of the package's core: train.json names the bundle's verbatim copy
+        path = run / f"fold{fold}" / "config.yaml"
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "loss": mixed}))
+    assert recipe_from_run(run)[0]["loss"] == {**mixed, "_target_": "scripts.training.DiceBCELoss"}
     net, _ = load_bundle_network(bundle)
     with torch.no_grad():
         out = net(torch.rand(1, 4, 32, 32, 6))
@@ -715,3 +720,16 @@ def test_evaluate_json_scores_and_writes_the_inference_mask(tiny_datalist, bundl
     inferred = nib.load(str(bundle_outputs / f"{CASE_ID}.nii.gz"))
     np.testing.assert_allclose(saved.affine, inferred.affine, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(inferred.dataobj))
+
+
+def test_bundle_config_builds_the_core_loss(bundle_on_path):
+    """A train.json loss naming the bundle's copy of a core loss (what `cv export` writes for such
+    a run) is built by MONAI's ConfigParser with the bundle's scripts, as `monai.bundle run` does."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"loss": {"_target_": "scripts.training.DiceBCELoss", "batch_weight": 0.5}})
+    loss = parser.get_parsed_content("loss")
+    assert type(loss).__name__ == "DiceBCELoss" and loss.batch_weight == 0.5
+    y = torch.zeros(2, 3, 8, 8)
+    y[:, :, 2:6, 2:6] = 1
+    assert float(loss(torch.where(y > 0, 20.0, -20.0), y)) < 0.01

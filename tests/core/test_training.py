@@ -67,3 +67,47 @@ def test_save_weights_unwraps_and_assemble_builds_the_ensemble(tmp_path):
             torch.testing.assert_close(fresh.net.nets[i].state_dict()[k], v.half().float())
     with pytest.raises(ValueError, match="3 members, got 2"):
         assemble_ensemble(files, SliceWise25D(ProbabilityMean([_unet(1)] * 3), k=1), out)
+
+
+def test_dice_bce_loss_terms():
+    """Sigmoid Dice (batch, per slice or a mix) + BCE with logits, term by term."""
+    from monai.losses import DiceLoss
+
+    from brainseg3d.core.training import DiceBCELoss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 16, 16), (torch.rand(4, 3, 16, 16) > 0.7).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(x, y)
+    batch, per_slice = DiceLoss(sigmoid=True, batch=True)(x, y), DiceLoss(sigmoid=True, batch=False)(x, y)
+    assert torch.allclose(DiceBCELoss()(x, y), bce + batch)  # default: nnU-Net's batch Dice + BCE
+    assert torch.allclose(DiceBCELoss(batch_weight=0.0)(x, y), bce + per_slice)
+    assert torch.allclose(DiceBCELoss(batch_weight=0.25, lambda_bce=2.0)(x, y), 2 * bce + 0.25 * batch + 0.75 * per_slice)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        DiceBCELoss(batch_weight=1.5)
+    with pytest.raises(ValueError, match="one target channel per region"):
+        DiceBCELoss()(x, y[:, :1])
+
+
+def test_dice_bce_loss_sees_stray_tumour_that_monai_dice_ce_does_not():
+    """The reason for DiceBCELoss: on region channels MONAI's DiceCELoss takes a softmax
+    cross-entropy, which adds nothing for tumour predicted on background; BCE does."""
+    from monai.losses import DiceCELoss
+
+    from brainseg3d.core.training import DiceBCELoss
+
+    y = torch.zeros(2, 3, 32, 32)
+    y[:, :, 8:24, 8:24] = 1  # WT, TC and ET on the same square
+    clean = torch.where(y > 0, 20.0, -20.0)
+    stray = clean.clone()
+    stray[:, :, 0:4, 0:4] = 20.0  # tumour predicted on background
+    monai_ce = DiceCELoss(sigmoid=True, lambda_dice=0.0)  # its cross-entropy term alone
+    assert float(monai_ce(stray, y)) == pytest.approx(float(monai_ce(clean, y)), abs=1e-4)  # blind to the stray voxels
+    bce_only = DiceBCELoss(lambda_dice=0.0)
+    assert float(bce_only(stray, y)) > float(bce_only(clean, y)) + 0.1
+    # a small tumour missed: batch Dice barely sees it, the per-slice term does
+    y = torch.zeros(2, 1, 32, 32)
+    y[0, 0, 4:28, 4:28] = 1
+    y[1, 0, 10:12, 10:12] = 1
+    x = torch.full_like(y, -20.0)
+    x[0, 0, 4:28, 4:28] = 20.0
+    assert float(DiceBCELoss(lambda_bce=0.0)(x, y)) < 0.01 and float(DiceBCELoss(0.5, lambda_bce=0.0)(x, y)) > 0.2

@@ -10,6 +10,8 @@ carries a verbatim copy at ``scripts/training.py`` (``brainseg3d bundle sync``).
   slices that show tumour, drawn anew each epoch.
 - :class:`SliceResampler`: the Ignite handler that draws a :class:`SliceDataset`'s slices at
   the start of every epoch.
+- :class:`DiceBCELoss`: sigmoid Dice + binary cross-entropy over the region channels (nnU-Net's
+  region loss; batch Dice, per-slice Dice or a mix).
 - :class:`Autocast`: a network run under bfloat16 autocast on any device (MONAI's ``amp`` is
   CUDA float16).
 - :func:`bf16_supported`: whether bfloat16 autocast is fast on a device.
@@ -35,7 +37,7 @@ from .labels import VIEWS, as_views
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["absolute_item", "load_pool", "fold_items", "SliceDataset", "SliceResampler", "Autocast", "bf16_supported", "save_weights",
+__all__ = ["absolute_item", "load_pool", "fold_items", "SliceDataset", "SliceResampler", "DiceBCELoss", "Autocast", "bf16_supported", "save_weights",
            "load_member", "assemble_ensemble",
            "widen_neighbour_channels", "load_initial_weights"]
 
@@ -191,6 +193,58 @@ class SliceResampler:
 
     def __call__(self, engine) -> None:
         self.dataset.resample(engine.state.epoch)
+
+
+class DiceBCELoss(nn.Module):
+    """Sigmoid Dice + binary cross-entropy over overlapping region channels (WT, TC, ET): nnU-Net's
+    region-based loss (``DC_and_BCE_loss``), with a choice of batch or per-slice Dice.
+
+    ``loss = lambda_bce * BCE + lambda_dice * (batch_weight * Dice_batch + (1 - batch_weight) * Dice_slice)``
+
+    Why not MONAI's :class:`~monai.losses.DiceCELoss` with ``sigmoid=True``: for an input of more
+    than one channel its cross-entropy term is ``torch.nn.CrossEntropyLoss``, a *softmax* over the
+    channels, whatever ``sigmoid`` says. With region targets a background voxel (``[0, 0, 0]``)
+    then adds nothing to it, so stray tumour outside the tumour is left to the Dice term alone,
+    and an ET voxel (``[1, 1, 1]``) asks for three equal logits. Binary cross-entropy scores each
+    region channel on its own, as the sigmoid outputs are read.
+
+    Batch Dice (nnU-Net's for 2D) is taken over the whole batch of slices: a slice without tumour
+    core does not score a full Dice loss for a few stray voxels, but a small tumour then counts for
+    little; the per-slice term keeps it in view.
+
+    Args:
+        batch_weight: share of the batch Dice in the Dice term, in [0, 1] (1: batch Dice only).
+        lambda_dice: weight of the Dice term.
+        lambda_bce: weight of the binary cross-entropy.
+        smooth_nr: added to the Dice numerator (:class:`~monai.losses.DiceLoss`).
+        smooth_dr: added to the Dice denominator.
+    """
+
+    def __init__(self, batch_weight: float = 1.0, lambda_dice: float = 1.0, lambda_bce: float = 1.0,
+                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5):
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        if not 0.0 <= float(batch_weight) <= 1.0:
+            raise ValueError(f"batch_weight must be in [0, 1], got {batch_weight}")
+        if lambda_dice < 0 or lambda_bce < 0:
+            raise ValueError(f"lambda_dice and lambda_bce must be >= 0, got {lambda_dice} and {lambda_bce}")
+        self.batch_weight, self.lambda_dice, self.lambda_bce = float(batch_weight), float(lambda_dice), float(lambda_bce)
+        self.batch_dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr)
+        self.slice_dice = DiceLoss(sigmoid=True, batch=False, smooth_nr=smooth_nr, smooth_dr=smooth_dr)
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``input``: logits ``[B, C, ...]``; ``target``: the region masks, same shape."""
+        if input.shape != target.shape:
+            raise ValueError(f"DiceBCELoss needs one target channel per region: input {tuple(input.shape)}, target {tuple(target.shape)}")
+        target = target.to(input.dtype)
+        loss = self.lambda_bce * self.bce(input, target)
+        if self.batch_weight:
+            loss = loss + self.lambda_dice * self.batch_weight * self.batch_dice(input, target)
+        if self.batch_weight < 1.0:
+            loss = loss + self.lambda_dice * (1.0 - self.batch_weight) * self.slice_dice(input, target)
+        return loss
 
 
 class Autocast(nn.Module):
