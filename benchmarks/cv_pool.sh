@@ -8,7 +8,7 @@
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
 # checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
-# 14 minutes per fold for stage 2 (4 epochs).
+# 14 minutes per fold for stage 2 (4 epochs) and 12 for stage 3 (3 epochs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -27,17 +27,30 @@ for f in "$run"/fold*; do mkdir -p runs/shipped_members/$(basename "$f"); cp "$f
 ft=${run}_ft
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_ft.yaml --out "$ft" --root extra="$extra" --quiet
 $bs cv score "$ft"                                                                    # axial only: docs/training/cv_ft
-$bs cv score "$ft" --views axial,coronal,sagittal --root extra="$extra" --out "$ft"_views  # the shipped reading: docs/training/cv_ft_views
-cp "$ft"_views/postprocessing.json "$ft"/
-$bs cv export "$ft" --views axial,coronal,sagittal   # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
+$bs cv score "$ft" --views axial,coronal,sagittal --root extra="$extra" --out "$ft"_views  # bundle 0.9.0's reading: docs/training/cv_ft_views
+mkdir -p runs/ft_members
+for f in "$ft"/fold*; do mkdir -p runs/ft_members/$(basename "$f"); cp "$f"/final_model.pt runs/ft_members/$(basename "$f")/; done
+# stage 3 (bundle 0.10.0): each fold's stage-2 model trained 3 more epochs with Dice + binary cross-entropy (configs/unet25d_pool_bce.yaml)
+st=${run}_bce
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml --out "$st" --root extra="$extra" --quiet
+$bs cv score "$st" --views axial,coronal,sagittal --root extra="$extra" --out "$st"_views  # the shipped reading: docs/training/cv_bce_views
+cp "$st"_views/postprocessing.json "$st"/
+$bs cv export "$st" --views axial,coronal,sagittal   # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
 # the committed records and the experiments table
 rec=bundles/brats_mri_2p5d_segmentation/docs/training
-mkdir -p $rec/cv_ft $rec/cv_ft_views
+mkdir -p $rec/cv_ft $rec/cv_ft_views $rec/cv_bce_views
 cp "$ft"/cv.json "$ft"/cv.csv "$ft"/cv_raw.csv "$ft"/postprocessing.json $rec/cv_ft/
 cp "$ft"_views/cv.json "$ft"_views/cv.csv "$ft"_views/cv_raw.csv "$ft"_views/postprocessing.json $rec/cv_ft_views/
+cp "$st"_views/cv.json "$st"_views/cv.csv "$st"_views/cv_raw.csv "$st"_views/postprocessing.json $rec/cv_bce_views/
 for f in "$ft"/fold*; do
     d=$rec/cv_ft/$(basename "$f"); v=$rec/cv_ft_views/$(basename "$f"); mkdir -p "$d" "$v"
     cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
     cp "$f"/summary.json "$f"/config.yaml "$v"/   # the experiments table reads the recipe beside each record
 done
-$bs cv quality "$ft"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_ft_views
+for f in "$st"/fold*; do
+    d=$rec/cv_bce_views/$(basename "$f"); mkdir -p "$d"
+    cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
+done
+$bs cv compare $rec/cv_ft_views $rec/cv_bce_views --raw --out $rec/cv_bce_views/compare_raw   # stage 3 against stage 2, case by case
+$bs cv compare $rec/cv_ft_views $rec/cv_bce_views --out $rec/cv_bce_views/compare_pp
+$bs cv quality "$st"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_bce_views

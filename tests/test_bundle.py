@@ -224,7 +224,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.9.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.10.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
@@ -432,14 +432,14 @@ def test_bundle_members_writes_each_member_and_train_json_starts_from_one(bundle
 
 def test_train_json_is_the_shipped_recipe():
     """The recipe in train.json is the one that made the shipped weights: the run configs of the
-    shipped folds (docs/training/cv_ft/fold*/config.yaml) and the package's recipe.yaml (loss,
-    optimizer, schedule)."""
+    shipped folds (docs/training/cv_bce_views/fold*/config.yaml, the loss named as the bundle's
+    copy of the core class) and the package's recipe.yaml (optimizer, schedule)."""
     import yaml
 
     from brainseg3d.bundle import RECIPE_KEYS, recipe_from_run
 
     train = json.loads(TRAIN.read_text())
-    cv = BUNDLE / "docs" / "training" / "cv_ft"
+    cv = BUNDLE / "docs" / "training" / "cv_bce_views"
     recipe, _ = recipe_from_run(cv)
     for key in RECIPE_KEYS:
         assert train[key] == recipe[key], key
@@ -447,7 +447,9 @@ def test_train_json_is_the_shipped_recipe():
     net = {k: v for k, v in fold0["network"].items() if k != "_target_"}
     assert train["unet"] == net and train["k"] == fold0["k"]
     base = yaml.safe_load((REPO / "brainseg3d" / "training" / "recipe.yaml").read_text())
-    assert train["loss"] == fold0.get("loss", base["loss"]) and train["loss"]["_target_"] == base["loss"]["_target_"]
+    loss = dict(fold0.get("loss", base["loss"]))
+    loss["_target_"] = loss["_target_"].replace("brainseg3d.core.", "scripts.")
+    assert train["loss"] == loss and train["loss"]["_target_"] == "scripts.training.DiceBCELoss"
     assert train["optimizer"]["_target_"] == base["optimizer"]["_target_"] and train["lr_scheduler"]["_target_"] == base["lr_scheduler"]["_target_"]
     assert train["lr_scheduler"]["T_max"] == "@epochs" and train["optimizer"]["lr"] == "@learning_rate"
     assert train["optimizer"]["weight_decay"] == "@weight_decay"
