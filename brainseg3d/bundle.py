@@ -191,15 +191,24 @@ RECIPE_KEYS = {
 }
 
 
+#: package module -> the bundle's copy, as dotted ``_target_`` prefixes (from :data:`VENDORED`)
+_VENDORED_TARGETS = {"brainseg3d." + pkg[:-3].replace("/", ".") + ".": bundle[:-3].replace("/", ".") + "."
+                     for bundle, pkg in VENDORED.items()}
+
+
 def _bundle_targets(node):
-    """``node`` with every ``_target_`` in the package's core (``brainseg3d.core.training.X``)
-    pointing at the bundle's verbatim copy (``scripts.training.X``)."""
-    if isinstance(node, dict):
-        return {k: (("scripts." + v[len("brainseg3d.core."):]) if k == "_target_" and isinstance(v, str) and v.startswith("brainseg3d.core.")
-                    else _bundle_targets(v)) for k, v in node.items()}
+    """``node`` with every ``_target_`` in a :data:`VENDORED` package module
+    (``brainseg3d.core.training.X``) pointing at the bundle's copy (``scripts.training.X``)."""
     if isinstance(node, list):
         return [_bundle_targets(v) for v in node]
-    return node
+    if not isinstance(node, dict):
+        return node
+    out = {k: _bundle_targets(v) for k, v in node.items()}
+    target = out.get("_target_")
+    for pkg, bundle in _VENDORED_TARGETS.items():
+        if isinstance(target, str) and target.startswith(pkg):
+            out["_target_"] = bundle + target[len(pkg):]
+    return out
 
 
 def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
