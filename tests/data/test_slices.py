@@ -47,6 +47,28 @@ def test_slice_dataset_skips_empty_and_balances():
     assert len(ds_all) == 8 and ds_all[0]["image"].shape == (4, 8, 8)
 
 
+def test_case_balance_draws_as_many_tumour_slices_from_each_case():
+    img, small = _volumes()  # tumour on 2 slices
+    large = torch.zeros_like(small)
+    large[0, 3:5, 3:5, 1:9] = 1  # tumour on 8 slices
+    plain = SliceDataset(_Cache([img, img], [small, large]), k=0, tumour_ratio=0.5, seed=0)
+    balanced = SliceDataset(_Cache([img, img], [small, large]), k=0, tumour_ratio=0.5, seed=0, case_balance=True)
+    assert balanced.background == plain.background and len(balanced) == len(plain)  # same epoch length
+    for epoch in range(3):
+        plain.resample(epoch)
+        balanced.resample(epoch)
+        assert plain.index == plain.tumour + plain.index[len(plain.tumour):]  # off: every tumour slice once
+        tumour = balanced.index[: len(balanced.tumour)]
+        per_case = [sum(v == case for v, _, _ in tumour) for case in (0, 1)]
+        assert per_case == [5, 5]  # 10 tumour slices, 5 from each case: the small one's 2 drawn again
+        assert {z for v, _, z in tumour if v == 0} == {3, 4}  # only the case's own tumour slices
+        assert all(lab_z for lab_z in (balanced[i]["label"].sum() > 0 for i in range(len(tumour))))
+    balanced.resample(7)
+    first = list(balanced.index)
+    balanced.resample(7)
+    assert balanced.index == first  # deterministic per epoch
+
+
 def test_slice_matches_volume_neighbours():
     img, lab = _volumes()
     img = img * torch.arange(10).float()  # make slices distinguishable

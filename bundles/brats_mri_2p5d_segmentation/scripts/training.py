@@ -121,13 +121,17 @@ class SliceDataset(Dataset):
             neighbours along the same axis (:data:`~.labels.VIEWS`; what
             :class:`~.components.SliceWise25D` reads with the same ``views``), or a list of
             them: the slices of every listed view (one network for all views).
+        case_balance: draw the same number of tumour slices from every case with tumour (with
+            replacement where a case has fewer), as nnU-Net samples cases uniformly, instead of
+            every tumour slice once (where a large tumour gives many more slices than a small
+            one). The epoch keeps its length.
     """
 
     def __init__(self, volumes: Sequence[dict], k: int = 1, tumour_ratio: Optional[float] = 0.7, transform=None, seed: int = 0,
-                 views: str | Sequence[str] = "axial"):
+                 views: str | Sequence[str] = "axial", case_balance: bool = False):
         views = as_views(views)
         self.volumes, self.k, self.tumour_ratio, self.transform, self.seed = volumes, int(k), tumour_ratio, transform, int(seed)
-        self.views = views
+        self.views, self.case_balance = views, bool(case_balance)
         self.tumour: list = []  # (volume, sliced axis of [C, X, Y, Z], slice)
         self.background: list = []
         for v in range(len(volumes)):
@@ -149,13 +153,29 @@ class SliceDataset(Dataset):
 
     def resample(self, epoch: int = 0) -> None:
         """Draw the slices of an epoch (deterministic for ``seed`` and ``epoch``)."""
+        rng = np.random.default_rng(self.seed + int(epoch))
+        tumour = self._balanced_tumour(rng) if self.case_balance else self.tumour
         if self.tumour_ratio is None or not self.tumour:
-            self.index = self.tumour + self.background
+            self.index = tumour + self.background
             return
         n_bg = int(round(len(self.tumour) * (1 - self.tumour_ratio) / self.tumour_ratio))
-        rng = np.random.default_rng(self.seed + int(epoch))
         pick = rng.choice(len(self.background), size=min(n_bg, len(self.background)), replace=False)
-        self.index = self.tumour + [self.background[i] for i in sorted(pick)]
+        self.index = tumour + [self.background[i] for i in sorted(pick)]
+
+    def _balanced_tumour(self, rng: np.random.Generator) -> list:
+        """As many tumour slices as there are, the same number from every case that has any."""
+        by_case: dict = {}
+        for entry in self.tumour:
+            by_case.setdefault(entry[0], []).append(entry)
+        if not by_case:
+            return []
+        n = int(round(len(self.tumour) / len(by_case)))
+        drawn = []
+        for v in sorted(by_case):
+            own = by_case[v]
+            pick = rng.choice(len(own), size=n, replace=len(own) < n)
+            drawn += [own[i] for i in sorted(pick)]
+        return drawn
 
     def __len__(self) -> int:
         return len(self.index)
