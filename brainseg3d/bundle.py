@@ -185,6 +185,7 @@ RECIPE_KEYS = {
     "weight_decay": "train#weight_decay",
     "batch_size": "train#batch_size",
     "tumour_ratio": "data#tumour_ratio",
+    "case_balance": "data#case_balance",
     "data": "data#patch",
     "augmentation": "augmentation",
     "loss": "loss",
@@ -251,6 +252,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
             if node is not None:
                 values[key] = {"patch": node} if key == "data" else node
         values.setdefault("views", "axial")  # the trainer's default (configs written before the key existed)
+        values.setdefault("case_balance", False)  # ditto
         values.setdefault("loss", default_loss)  # recipe.yaml's (configs written before the run config kept it)
         values = _bundle_targets(values)  # brainseg3d.core.X -> the bundle's verbatim copy scripts.X
         per_fold.append((path.parent.name, values))
