@@ -1,4 +1,4 @@
-"""Cross-validation on a pool datalist (``brainseg3d cv train|score|compare|table|quality|export``)."""
+"""Cross-validation on a pool datalist (``brainseg3d cv train|average|score|compare|table|quality|export``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ def _train(args) -> int:
                             overrides=_overrides(args.set), progress=not args.quiet, max_steps=args.max_steps)
     for s in summaries:
         print(f"fold {s.get('fold')}: {s['epochs']} epochs, {s['train_minutes']} min -> {s['final_model']}")
+    return 0
+
+
+def _average(args) -> int:
+    """Run ``cv average``; returns its exit status."""
+    from brainseg3d.training.cv import average_runs
+
+    try:
+        written = average_runs(args.runs, args.out, name=args.name)
+    except ValueError as e:
+        raise SystemExit(f"brainseg3d {e}")
+    for path in written:
+        print(path)
     return 0
 
 
@@ -139,6 +152,11 @@ def add_parser(sub) -> None:
     s.add_argument("--max-steps", type=int, default=None, help="stop each fold after N iterations (smoke run)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_train)
+    s = cvs.add_parser("average", help="average the final weights of several runs fold by fold (one network per fold, a model soup)")
+    s.add_argument("runs", nargs="+", help="CV run folders with the same folds and architecture (fold<i>/final_model.pt)")
+    s.add_argument("--out", required=True, help="the averaged run's folder")
+    s.add_argument("--name", default=None, help="recipe name recorded in each fold's summary.json")
+    s.set_defaults(func=_average)
     s = cvs.add_parser("score", help="per-volume Dice / HD95 of the out-of-fold predictions, overall and per source")
     s.add_argument("run", help="the CV run folder")
     s.add_argument("--out", default=None, help="where cv.csv / cv.json go (default: the run folder)")

@@ -46,7 +46,7 @@ from brainseg3d.core.components import small_components
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.preprocessing.transforms import RegionsToLabels
 
-__all__ = ["train_folds", "predict_out_of_fold", "view_out_of_fold", "load_oof", "score_oof", "summarize", "choose_postprocessing", "nested_postprocessing", "score_run"]
+__all__ = ["train_folds", "average_runs", "predict_out_of_fold", "view_out_of_fold", "load_oof", "score_oof", "summarize", "choose_postprocessing", "nested_postprocessing", "score_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,73 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
         write_out_of_fold(_FlipMean(vnet) if tta else vnet, held, cache, fold_dir / name, dev)
         n += len(held)
     return n
+
+
+def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Average the final weights of several CV runs fold by fold (a "model soup", as stochastic
+    weight averaging does along one trajectory), so one network per fold carries what several
+    runs learned at the cost of one at inference.
+
+    Every run must hold the same folds (``fold<i>/final_model.pt``) of the same architecture,
+    and each fold of each run must have been trained on that fold's training cases only (then
+    the averaged fold model has never seen its held-out cases either, and the out-of-fold
+    predictions stay honest). The last run that has a ``fold<i>/config.yaml`` gives the
+    averaged fold its config and summary (CPU minutes: the sum of the runs' recorded ones).
+
+    Args:
+        runs: CV run folders (or folders of ``fold<i>/final_model.pt`` members).
+        out: the averaged run's folder (``fold<i>/final_model.pt``, ``config.yaml``, ``summary.json``).
+        name: the recipe name recorded (default: the names joined with ``+``).
+
+    Returns:
+        The averaged ``final_model.pt`` files.
+
+    Raises:
+        ValueError: when the runs' folds or weights do not match.
+    """
+    import shutil
+
+    runs = [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise ValueError("cv average: give at least two runs")
+    fold_sets = [sorted(p.parent.name for p in r.glob("fold*/final_model.pt")) for r in runs]
+    for r, fs in zip(runs, fold_sets):
+        if not fs:
+            raise ValueError(f"cv average: no fold*/final_model.pt under {r}")
+        if fs != fold_sets[0]:
+            raise ValueError(f"cv average: {r} has folds {fs}, {runs[0]} has {fold_sets[0]}")
+    for fold in fold_sets[0]:  # every check before anything is written
+        if not any((r / fold / "config.yaml").exists() for r in runs):
+            raise ValueError(f"cv average: none of the runs has {fold}/config.yaml (the recipe of the averaged model)")
+        states = [torch.load(r / fold / "final_model.pt", map_location="cpu", weights_only=True) for r in runs]
+        for r, st in zip(runs[1:], states[1:]):
+            if st.keys() != states[0].keys() or any(st[k].shape != states[0][k].shape for k in st):
+                raise ValueError(f"cv average: {r / fold / 'final_model.pt'} is not the architecture of {runs[0] / fold / 'final_model.pt'}")
+    written = []
+    for fold in fold_sets[0]:
+        states = [torch.load(r / fold / "final_model.pt", map_location="cpu", weights_only=True) for r in runs]
+        avg = {k: (torch.stack([st[k].float() for st in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone())
+               for k, v in states[-1].items()}
+        target = Path(out) / fold
+        target.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target / "final_model.pt") as tmp:
+            torch.save(avg, tmp)
+        written.append(target / "final_model.pt")
+        with_cfg = [r for r in runs if (r / fold / "config.yaml").exists()]
+        shutil.copyfile(with_cfg[-1] / fold / "config.yaml", target / "config.yaml")
+        summaries = [json.loads((r / fold / "summary.json").read_text()) if (r / fold / "summary.json").exists() else {} for r in runs]
+        summary = dict(summaries[runs.index(with_cfg[-1])])
+        summary.update({
+            "name": name or "+".join(s.get("name", r.name) for s, r in zip(summaries, runs)),
+            "averaged_from": [str(r / fold / "final_model.pt") for r in runs],
+            "final_model": str(target / "final_model.pt"),
+            "train_cpu_minutes": round(sum(s.get("train_cpu_minutes", 0) for s in summaries), 2),
+            "train_minutes": round(sum(s.get("train_minutes", 0) for s in summaries), 2),
+        })
+        for key in ("best_model", "best_epoch", "best_val_dice"):
+            summary.pop(key, None)
+        write_json(summary, target / "summary.json")
+    return written
 
 
 def view_out_of_fold(run: str | os.PathLike, views: Sequence[str], roots: dict | None = None) -> str:

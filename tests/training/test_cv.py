@@ -266,3 +266,47 @@ def test_quality_fitted_on_out_of_fold_predictions(tmp_path):
     assert (tmp_path / "run" / "quality.png").stat().st_size > 5000
     with pytest.raises(FileNotFoundError, match="cv score"):
         quality_run(tmp_path / "empty")
+
+
+def _member_run(run: Path, folds, seed: int, channels=(4, 8), config=True):
+    """A CV run of small UNets (one per fold), as `cv train` leaves it."""
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(seed)
+    for f in folds:
+        d = run / f"fold{f}"
+        d.mkdir(parents=True, exist_ok=True)
+        net = UNet(2, 4, 3, channels=channels, strides=(2,), norm="INSTANCE")
+        torch.save(net.state_dict(), d / "final_model.pt")
+        if config:
+            (d / "config.yaml").write_text(f"name: r{seed}\nk: 1\n")
+            (d / "summary.json").write_text(json.dumps({"name": f"r{seed}", "fold": f, "epochs": 3, "train_cpu_minutes": 2.0, "train_minutes": 1.0}))
+
+
+def test_cv_average_is_the_mean_of_each_folds_weights(tmp_path, capsys):
+    """cv average: fold by fold, every weight of the averaged model is the mean of the runs'
+    weights; the recipe (config, summary) comes from the last run that has one; runs whose folds
+    or architectures differ are refused with a message that names them."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _member_run(a, [0, 1], seed=1, config=False)  # bundle members: weights only
+    _member_run(b, [0, 1], seed=2)
+    out = tmp_path / "soup"
+    assert main(["cv", "average", str(a), str(b), "--out", str(out)]) == 0
+    for f in (0, 1):
+        sa, sb, so = (torch.load(r / f"fold{f}" / "final_model.pt", weights_only=True) for r in (a, b, out))
+        assert so.keys() == sa.keys()
+        for k in so:
+            assert torch.allclose(so[k], (sa[k] + sb[k]) / 2)
+        assert any(not torch.equal(sa[k], sb[k]) for k in sa)  # two different runs were averaged
+        summary = json.loads((out / f"fold{f}" / "summary.json").read_text())
+        assert summary["name"] == "a+r2" and summary["fold"] == f and len(summary["averaged_from"]) == 2
+        assert (out / f"fold{f}" / "config.yaml").read_text() == (b / f"fold{f}" / "config.yaml").read_text()
+    c = tmp_path / "c"
+    _member_run(c, [0], seed=3)
+    with pytest.raises(SystemExit, match="folds"):
+        main(["cv", "average", str(a), str(c), "--out", str(tmp_path / "x")])
+    d = tmp_path / "d"
+    _member_run(d, [0, 1], seed=4, channels=(8, 16))
+    with pytest.raises(SystemExit, match="architecture"):
+        main(["cv", "average", str(a), str(d), "--out", str(tmp_path / "y")])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # nothing half-written
