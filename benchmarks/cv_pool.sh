@@ -8,7 +8,7 @@
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
 # checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
-# 14 minutes per fold for stage 2 (4 epochs) and 12 for stage 3 (3 epochs).
+# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs) and 12 for stage 4 (3 epochs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -33,9 +33,23 @@ for f in "$ft"/fold*; do mkdir -p runs/ft_members/$(basename "$f"); cp "$f"/fina
 # stage 3 (bundle 0.10.0): each fold's stage-2 model trained 3 more epochs with Dice + binary cross-entropy (configs/unet25d_pool_bce.yaml)
 st=${run}_bce
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml --out "$st" --root extra="$extra" --quiet
-$bs cv score "$st" --views axial,coronal,sagittal --root extra="$extra" --out "$st"_views  # the shipped reading: docs/training/cv_bce_views
-cp "$st"_views/postprocessing.json "$st"/
-$bs cv export "$st" --views axial,coronal,sagittal   # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
+$bs cv score "$st" --views axial,coronal,sagittal --root extra="$extra" --out "$st"_views  # stage 3 (bundle 0.10.0): docs/training/cv_bce_views
+mkdir -p runs/bce_members
+for f in "$st"/fold*; do mkdir -p runs/bce_members/$(basename "$f"); cp "$f"/final_model.pt runs/bce_members/$(basename "$f")/; done
+# stage 4 (bundle 0.11.0): each fold's stage-3 model trained 3 more epochs twice, with case-balanced slices
+# (configs/unet25d_pool_case.yaml) and with half batch, half per-slice Dice (configs/unet25d_pool_slice.yaml);
+# then, fold by fold, the mean of the three models' weights (a model soup: one network per fold)
+cs=${run}_case; sl=${run}_slice
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_case.yaml --out "$cs" --root extra="$extra" --quiet
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_slice.yaml --out "$sl" --root extra="$extra" --quiet
+$bs cv score "$cs" --views axial,coronal,sagittal --root extra="$extra" --out "$cs"_views  # case balance alone: docs/training/cv_case_views
+$bs cv average runs/bce_members "$cs" --out ${run}_soup --name unet25d_pool_soup  # stage 3 + case balance: docs/training/cv_soup_views
+$bs cv score ${run}_soup --views axial,coronal,sagittal --root extra="$extra" --out ${run}_soup_views
+sp=${run}_soup3
+$bs cv average runs/bce_members "$cs" "$sl" --out "$sp" --name unet25d_pool_soup3
+$bs cv score "$sp" --views axial,coronal,sagittal --root extra="$extra" --out "$sp"_views  # the shipped reading: docs/training/cv_soup3_views
+cp "$sp"_views/postprocessing.json "$sp"/
+$bs cv export "$sp" --views axial,coronal,sagittal   # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
 # the committed records and the experiments table
 rec=bundles/brats_mri_2p5d_segmentation/docs/training
 mkdir -p $rec/cv_ft $rec/cv_ft_views $rec/cv_bce_views
@@ -53,4 +67,24 @@ for f in "$st"/fold*; do
 done
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --raw --out $rec/cv_bce_views/compare_raw   # stage 3 against stage 2, case by case
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --out $rec/cv_bce_views/compare_pp
-$bs cv quality "$st"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_bce_views
+mkdir -p $rec/cv_case_views $rec/cv_soup_views $rec/cv_soup3_views $rec/cv_slice
+for pair in "$cs"_views:cv_case_views ${run}_soup_views:cv_soup_views "$sp"_views:cv_soup3_views; do
+    cp "${pair%%:*}"/cv.json "${pair%%:*}"/cv.csv "${pair%%:*}"/cv_raw.csv "${pair%%:*}"/postprocessing.json $rec/${pair##*:}/
+done
+for pair in "$cs":cv_case_views "$sl":cv_slice; do   # the trained runs: logs and curves
+    for f in "${pair%%:*}"/fold*; do
+        d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"
+        cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
+    done
+done
+for pair in ${run}_soup:cv_soup_views "$sp":cv_soup3_views; do   # the soups: their recipe and ingredients
+    for f in "${pair%%:*}"/fold*; do
+        d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"
+        cp "$f"/summary.json "$f"/config.yaml "$d"/
+    done
+done
+for r in cv_case_views cv_soup_views cv_soup3_views; do   # against stage 3, case by case
+    $bs cv compare $rec/cv_bce_views $rec/$r --raw --out $rec/$r/compare_raw
+    $bs cv compare $rec/cv_bce_views $rec/$r --out $rec/$r/compare_pp
+done
+$bs cv quality "$sp"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup3_views

@@ -279,6 +279,13 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
         f"the shipped members did not start from scratch: each fold started from {', '.join(sorted(starts))} of the run that made them "
         "(its own fold's earlier model, widened to this K where it had fewer neighbours); --init_weights with such files does the same"
         if starts else "the shipped members were trained from scratch (init_weights null)")
+    # a run made by `brainseg3d cv average`: the members are a mean of several runs' weights, this recipe is one of them
+    averaged = [json.loads(p.read_text()).get("averaged_from") for p in sorted(Path(run).glob("fold*/summary.json"))]
+    if any(averaged):
+        sources = [str(Path(f).parent.parent) for f in next(a for a in averaged if a)]
+        entries["_comment_soup"] = (
+            f"the shipped members are, fold by fold, the mean of the weights of {len(sources)} runs ({', '.join(sources)}; "
+            "brainseg3d cv average); this recipe is the last of them, trained from the first (init_weights)")
     for key in ("epochs", "val_interval", "batch_size", "seed"):
         if key in entries:
             entries[key] = int(entries[key])
@@ -398,6 +405,7 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         if k is not None:
             train["k"] = int(k)
         train.pop("_comment_recipe", None)
+        train.pop("_comment_soup", None)  # written again by the recipe of a run made by `cv average`
         train.update({"members": entries["members"], "unet": entries["unet"], "ensemble_def": entries["network_def"], **(recipe or {})})
         train.setdefault("views", "axial")
         _write_json(train_cfg, train)

@@ -224,7 +224,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.10.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.11.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
@@ -432,17 +432,21 @@ def test_bundle_members_writes_each_member_and_train_json_starts_from_one(bundle
 
 def test_train_json_is_the_shipped_recipe():
     """The recipe in train.json is the one that made the shipped weights: the run configs of the
-    shipped folds (docs/training/cv_bce_views/fold*/config.yaml, the loss named as the bundle's
-    copy of the core class) and the package's recipe.yaml (optimizer, schedule)."""
+    shipped folds (docs/training/cv_soup3_views/fold*/config.yaml, the loss named as the bundle's
+    copy of the core class) and the package's recipe.yaml (optimizer, schedule); the shipped
+    members are a soup (`cv average`), and train.json says so and of which runs."""
     import yaml
 
     from brainseg3d.bundle import RECIPE_KEYS, recipe_from_run
 
     train = json.loads(TRAIN.read_text())
-    cv = BUNDLE / "docs" / "training" / "cv_bce_views"
+    cv = BUNDLE / "docs" / "training" / "cv_soup3_views"
     recipe, _ = recipe_from_run(cv)
     for key in RECIPE_KEYS:
         assert train[key] == recipe[key], key
+    averaged = json.loads((cv / "fold0" / "summary.json").read_text())["averaged_from"]
+    assert train["_comment_soup"] == recipe["_comment_soup"] and "cv average" in train["_comment_soup"]
+    assert all(str(Path(f).parent.parent) in train["_comment_soup"] for f in averaged)
     fold0 = yaml.safe_load((cv / "fold0" / "config.yaml").read_text())
     net = {k: v for k, v in fold0["network"].items() if k != "_target_"}
     assert train["unet"] == net and train["k"] == fold0["k"]
