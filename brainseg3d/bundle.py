@@ -285,7 +285,7 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
         sources = [str(Path(f).parent.parent) for f in next(a for a in averaged if a)]
         entries["_comment_soup"] = (
             f"the shipped members are, fold by fold, the mean of the weights of {len(sources)} runs ({', '.join(sources)}; "
-            "brainseg3d cv average); this recipe is the last of them, trained from the first (init_weights)")
+            "brainseg3d cv average); this recipe is that of the last of them (see _comment_init_weights_recipe for where it started)")
     for key in ("epochs", "val_interval", "batch_size", "seed"):
         if key in entries:
             entries[key] = int(entries[key])

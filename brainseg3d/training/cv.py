@@ -186,16 +186,18 @@ def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, name
             raise ValueError(f"cv average: no fold*/final_model.pt under {r}")
         if fs != fold_sets[0]:
             raise ValueError(f"cv average: {r} has folds {fs}, {runs[0]} has {fold_sets[0]}")
+    loaded = {}  # fold -> (states, the run whose config and summary the averaged fold takes)
     for fold in fold_sets[0]:  # every check before anything is written
-        if not any((r / fold / "config.yaml").exists() for r in runs):
+        with_cfg = [r for r in runs if (r / fold / "config.yaml").exists()]
+        if not with_cfg:
             raise ValueError(f"cv average: none of the runs has {fold}/config.yaml (the recipe of the averaged model)")
         states = [torch.load(r / fold / "final_model.pt", map_location="cpu", weights_only=True) for r in runs]
         for r, st in zip(runs[1:], states[1:]):
             if st.keys() != states[0].keys() or any(st[k].shape != states[0][k].shape for k in st):
                 raise ValueError(f"cv average: {r / fold / 'final_model.pt'} is not the architecture of {runs[0] / fold / 'final_model.pt'}")
+        loaded[fold] = states, with_cfg[-1]
     written = []
-    for fold in fold_sets[0]:
-        states = [torch.load(r / fold / "final_model.pt", map_location="cpu", weights_only=True) for r in runs]
+    for fold, (states, recipe_run) in loaded.items():
         avg = {k: (torch.stack([st[k].float() for st in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone())
                for k, v in states[-1].items()}
         target = Path(out) / fold
@@ -203,10 +205,9 @@ def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, name
         with atomic_path(target / "final_model.pt") as tmp:
             torch.save(avg, tmp)
         written.append(target / "final_model.pt")
-        with_cfg = [r for r in runs if (r / fold / "config.yaml").exists()]
-        shutil.copyfile(with_cfg[-1] / fold / "config.yaml", target / "config.yaml")
+        shutil.copyfile(recipe_run / fold / "config.yaml", target / "config.yaml")
         summaries = [json.loads((r / fold / "summary.json").read_text()) if (r / fold / "summary.json").exists() else {} for r in runs]
-        summary = dict(summaries[runs.index(with_cfg[-1])])
+        summary = dict(summaries[runs.index(recipe_run)])
         summary.update({
             "name": name or "+".join(s.get("name", r.name) for s, r in zip(summaries, runs)),
             "averaged_from": [str(r / fold / "final_model.pt") for r in runs],

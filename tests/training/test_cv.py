@@ -283,7 +283,7 @@ def _member_run(run: Path, folds, seed: int, channels=(4, 8), config=True):
             (d / "summary.json").write_text(json.dumps({"name": f"r{seed}", "fold": f, "epochs": 3, "train_cpu_minutes": 2.0, "train_minutes": 1.0}))
 
 
-def test_cv_average_is_the_mean_of_each_folds_weights(tmp_path, capsys):
+def test_cv_average_is_the_mean_of_each_folds_weights(tmp_path):
     """cv average: fold by fold, every weight of the averaged model is the mean of the runs'
     weights; the recipe (config, summary) comes from the last run that has one; runs whose folds
     or architectures differ are refused with a message that names them."""
