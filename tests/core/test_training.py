@@ -88,6 +88,28 @@ def test_dice_bce_loss_terms():
         DiceBCELoss()(x, y[:, :1])
 
 
+def test_dice_bce_loss_region_weights():
+    """region_weights weigh each region channel's Dice and cross-entropy, scaled to a mean of 1."""
+    from monai.losses import DiceLoss
+
+    from brainseg3d.core.training import DiceBCELoss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 16, 16), (torch.rand(4, 3, 16, 16) > 0.7).float()
+    assert torch.allclose(DiceBCELoss(region_weights=[2, 2, 2])(x, y), DiceBCELoss()(x, y))  # equal: unchanged
+    per_channel = [DiceBCELoss(batch_weight=0.5)(x[:, c:c + 1], y[:, c:c + 1]) for c in range(3)]
+    weighted = DiceBCELoss(batch_weight=0.5, region_weights=[1, 1, 2])(x, y)
+    assert torch.allclose(weighted, (0.75 * per_channel[0] + 0.75 * per_channel[1] + 1.5 * per_channel[2]) / 3, atol=1e-6)
+    only_et = DiceBCELoss(region_weights=[0, 0, 1])(x, y)
+    bce_et = torch.nn.functional.binary_cross_entropy_with_logits(x[:, 2], y[:, 2])
+    assert torch.allclose(only_et, bce_et + DiceLoss(sigmoid=True, batch=True)(x[:, 2:], y[:, 2:]), atol=1e-6)
+    for bad in ([1, -1, 1], [0, 0, 0]):
+        with pytest.raises(ValueError, match="region_weights"):
+            DiceBCELoss(region_weights=bad)
+    with pytest.raises(ValueError, match="2 region_weights for 3 channels"):
+        DiceBCELoss(region_weights=[1, 2])(x, y)
+
+
 def test_dice_bce_loss_sees_stray_tumour_that_monai_dice_ce_does_not():
     """The reason for DiceBCELoss: on region channels MONAI's DiceCELoss takes a softmax
     cross-entropy, which adds nothing for tumour predicted on background; BCE does."""

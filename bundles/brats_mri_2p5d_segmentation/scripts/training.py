@@ -238,10 +238,13 @@ class DiceBCELoss(nn.Module):
         lambda_bce: weight of the binary cross-entropy.
         smooth_nr: added to the Dice numerator (:class:`~monai.losses.DiceLoss`).
         smooth_dr: added to the Dice denominator.
+        region_weights: one weight per region channel (e.g. ``[1, 1, 2]`` to weigh ET twice),
+            scaled to a mean of 1 so the loss keeps its size; applied to both terms (the Dice of
+            each channel and its cross-entropy). ``None``: equal weights.
     """
 
     def __init__(self, batch_weight: float = 1.0, lambda_dice: float = 1.0, lambda_bce: float = 1.0,
-                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5):
+                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, region_weights=None):
         super().__init__()
         from monai.losses import DiceLoss
 
@@ -250,20 +253,38 @@ class DiceBCELoss(nn.Module):
         if lambda_dice < 0 or lambda_bce < 0:
             raise ValueError(f"lambda_dice and lambda_bce must be >= 0, got {lambda_dice} and {lambda_bce}")
         self.batch_weight, self.lambda_dice, self.lambda_bce = float(batch_weight), float(lambda_dice), float(lambda_bce)
-        self.batch_dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr)
-        self.slice_dice = DiceLoss(sigmoid=True, batch=False, smooth_nr=smooth_nr, smooth_dr=smooth_dr)
-        self.bce = nn.BCEWithLogitsLoss()
+        weights = None
+        if region_weights is not None:
+            weights = torch.as_tensor([float(w) for w in region_weights])
+            if weights.ndim != 1 or len(weights) == 0 or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+                raise ValueError(f"region_weights must be non-negative numbers, one per channel, not all 0; got {region_weights}")
+            weights = weights * (len(weights) / weights.sum())
+        self.register_buffer("region_weights", weights, persistent=False)
+        self.batch_dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction="none")
+        self.slice_dice = DiceLoss(sigmoid=True, batch=False, smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction="none")
+
+    def _weighted_mean(self, per_channel: torch.Tensor) -> torch.Tensor:
+        """Mean of ``[..., C]`` values, each channel weighted by ``region_weights``."""
+        if self.region_weights is None:
+            return per_channel.mean()
+        return (per_channel * self.region_weights.to(per_channel)).mean()
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``input``: logits ``[B, C, ...]``; ``target``: the region masks, same shape."""
         if input.shape != target.shape:
             raise ValueError(f"DiceBCELoss needs one target channel per region: input {tuple(input.shape)}, target {tuple(target.shape)}")
+        if self.region_weights is not None and len(self.region_weights) != input.shape[1]:
+            raise ValueError(f"DiceBCELoss has {len(self.region_weights)} region_weights for {input.shape[1]} channels")
         target = target.to(input.dtype)
-        loss = self.lambda_bce * self.bce(input, target)
-        if self.batch_weight:
-            loss = loss + self.lambda_dice * self.batch_weight * self.batch_dice(input, target)
-        if self.batch_weight < 1.0:
-            loss = loss + self.lambda_dice * (1.0 - self.batch_weight) * self.slice_dice(input, target)
+        bce = nn.functional.binary_cross_entropy_with_logits(input, target, reduction="none")
+        channels = input.shape[1]
+        loss = self.lambda_bce * self._weighted_mean(bce.transpose(0, 1).reshape(channels, -1).mean(1))
+        if self.batch_weight:  # DiceLoss(batch=True, reduction="none"): [C, 1, ...]
+            batch_dice = self.batch_dice(input, target).reshape(channels)
+            loss = loss + self.lambda_dice * self.batch_weight * self._weighted_mean(batch_dice)
+        if self.batch_weight < 1.0:  # per slice: [B, C, 1, ...]
+            slice_dice = self.slice_dice(input, target).reshape(-1, channels)
+            loss = loss + self.lambda_dice * (1.0 - self.batch_weight) * self._weighted_mean(slice_dice)
         return loss
 
 
