@@ -8,7 +8,7 @@
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
 # checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
-# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs) and 12 for stage 4 (3 epochs).
+# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4 and 10 for stage 5 (3 epochs each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -88,3 +88,31 @@ for r in cv_case_views cv_soup_views cv_soup3_views; do   # against stage 3, cas
     $bs cv compare $rec/cv_bce_views $rec/$r --out $rec/$r/compare_pp
 done
 $bs cv quality "$sp"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup3_views
+# stage 5 (experiment, see docs/experiments_notes.md): each fold's 0.11.0 member trained 3 more epochs twice, with
+# region-weighted loss (configs/unet25d_pool_et.yaml) and with case balance again (seed 1); soups with the member
+mkdir -p runs/soup3_members
+for f in "$sp"/fold*; do mkdir -p runs/soup3_members/$(basename "$f"); cp "$f"/final_model.pt runs/soup3_members/$(basename "$f")/; done
+et=${run}_et; c1=${run}_case_s1
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_et.yaml --out "$et" --root extra="$extra" --quiet
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_case.yaml \
+    --set seed=1 --set 'train#init_weights=runs/soup3_members/fold{fold}/final_model.pt' --out "$c1" --root extra="$extra" --quiet
+$bs cv average runs/soup3_members "$et" --out ${run}_soup_et --name unet25d_pool_soup_et
+$bs cv average runs/soup3_members "$et" "$c1" --out ${run}_soup_et_case --name unet25d_pool_soup_et_case
+for s in ${run}_soup_et ${run}_soup_et_case; do $bs cv score "$s" --views axial,coronal,sagittal --root extra="$extra" --out "$s"_views; done
+mkdir -p $rec/cv_soup_et_views $rec/cv_soup_et_case_views
+for pair in ${run}_soup_et:cv_soup_et_views ${run}_soup_et_case:cv_soup_et_case_views; do
+    cp "${pair%%:*}"_views/cv.json "${pair%%:*}"_views/cv.csv "${pair%%:*}"_views/cv_raw.csv "${pair%%:*}"_views/postprocessing.json $rec/${pair##*:}/
+    for f in "${pair%%:*}"/fold*; do d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"; cp "$f"/summary.json "$f"/config.yaml "$d"/; done
+    $bs cv compare $rec/cv_soup3_views $rec/${pair##*:} --raw --out $rec/${pair##*:}/compare_raw   # against bundle 0.11.0
+    $bs cv compare $rec/cv_soup3_views $rec/${pair##*:} --out $rec/${pair##*:}/compare_pp
+done
+for pair in "$et":cv_et "$c1":cv_case_s1; do   # the trained runs: logs and curves
+    for f in "${pair%%:*}"/fold*; do
+        d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"
+        cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
+    done
+done
+# the shipped bundle (0.12.0): the stage-5 soup of all three replaces stage 4's export and calibration above
+cp ${run}_soup_et_case_views/postprocessing.json ${run}_soup_et_case/
+$bs cv export ${run}_soup_et_case --views axial,coronal,sagittal
+$bs cv quality ${run}_soup_et_case_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup_et_case_views
