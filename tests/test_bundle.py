@@ -741,3 +741,8 @@ def test_bundle_config_builds_the_core_loss(bundle_on_path):
     y = torch.zeros(2, 3, 8, 8)
     y[:, :, 2:6, 2:6] = 1
     assert float(loss(torch.where(y > 0, 20.0, -20.0), y)) < 0.01
+    # the shipped train.json's loss with the override the card names for the region-weighted ingredient
+    parser = ConfigParser(json.loads(TRAIN.read_text()))
+    parser.update({"loss#region_weights": [1, 1.5, 2]})
+    weighted = parser.get_parsed_content("loss", instantiate=True)
+    torch.testing.assert_close(weighted.region_weights, torch.tensor([2 / 3, 1.0, 4 / 3]))
