@@ -485,6 +485,9 @@ def _start_chrome(chromium, chromedriver, tmp_path, download_dir):
     except Exception as e:  # noqa: BLE001 - any failure to start the browser is a skip, with its reason
         pytest.skip(f"headless Chromium did not start: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
     driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
+    # a script waits while the page's main thread is busy (NiiVue decoding the volumes on 2 CPU
+    # cores took longer than the 30 s default once); the waits below bound the test's time
+    driver.set_script_timeout(150)
     return driver
 
 
