@@ -13,6 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
 bs=${BRAINSEG3D:-.venv/bin/brainseg3d}
+members() {   # RUN OUT: each fold's final weights as OUT/fold<i>/final_model.pt (what the next stage starts from)
+    for f in "$1"/fold*; do mkdir -p "$2/$(basename "$f")"; cp "$f"/final_model.pt "$2/$(basename "$f")/"; done
+}
+record_folds() {   # RUN RECORD FILE...: those files of each fold of RUN into RECORD/fold<i>/
+    local src=$1 dest=$2 f n; shift 2
+    for f in "$src"/fold*; do mkdir -p "$dest/$(basename "$f")"; for n in "$@"; do cp "$f/$n" "$dest/$(basename "$f")/"; done; done
+}
 python3 ../shared/data/extra/extract.py "$repos" "$extra"
 # the committed datalist (data_lists/pool60.json) is what this writes; the folds depend only on the case ids
 $bs pool --root brats2018=../shared/data/brats2018 --root extra="$extra" --out "$run/pool60.json"
@@ -21,21 +28,18 @@ cmp -s <(python3 -c "import json,sys; print(json.dumps({i['case']: i['fold'] for
     || { echo "the pool's folds differ from data_lists/pool60.json" >&2; exit 1; }
 # stage 1: 5 folds, 16 epochs each (the members of bundles 0.7.0 and 0.8.0)
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml --out "$run" --root extra="$extra" --quiet
-mkdir -p runs/shipped_members
-for f in "$run"/fold*; do mkdir -p runs/shipped_members/$(basename "$f"); cp "$f"/final_model.pt runs/shipped_members/$(basename "$f")/; done
+members "$run" runs/shipped_members
 # stage 2 (bundle 0.9.0): each fold's member trained 4 more epochs with batch Dice (configs/unet25d_pool_ft.yaml)
 ft=${run}_ft
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_ft.yaml --out "$ft" --root extra="$extra" --quiet
 $bs cv score "$ft"                                                                    # axial only: docs/training/cv_ft
 $bs cv score "$ft" --views axial,coronal,sagittal --root extra="$extra" --out "$ft"_views  # bundle 0.9.0's reading: docs/training/cv_ft_views
-mkdir -p runs/ft_members
-for f in "$ft"/fold*; do mkdir -p runs/ft_members/$(basename "$f"); cp "$f"/final_model.pt runs/ft_members/$(basename "$f")/; done
+members "$ft" runs/ft_members
 # stage 3 (bundle 0.10.0): each fold's stage-2 model trained 3 more epochs with Dice + binary cross-entropy (configs/unet25d_pool_bce.yaml)
 st=${run}_bce
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml --out "$st" --root extra="$extra" --quiet
 $bs cv score "$st" --views axial,coronal,sagittal --root extra="$extra" --out "$st"_views  # stage 3 (bundle 0.10.0): docs/training/cv_bce_views
-mkdir -p runs/bce_members
-for f in "$st"/fold*; do mkdir -p runs/bce_members/$(basename "$f"); cp "$f"/final_model.pt runs/bce_members/$(basename "$f")/; done
+members "$st" runs/bce_members
 # stage 4 (bundle 0.11.0): each fold's stage-3 model trained 3 more epochs twice, with case-balanced slices
 # (configs/unet25d_pool_case.yaml) and with half batch, half per-slice Dice (configs/unet25d_pool_slice.yaml);
 # then, fold by fold, the mean of the three models' weights (a model soup: one network per fold)
@@ -61,10 +65,7 @@ for f in "$ft"/fold*; do
     cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
     cp "$f"/summary.json "$f"/config.yaml "$v"/   # the experiments table reads the recipe beside each record
 done
-for f in "$st"/fold*; do
-    d=$rec/cv_bce_views/$(basename "$f"); mkdir -p "$d"
-    cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
-done
+record_folds "$st" $rec/cv_bce_views summary.json config.yaml metrics.csv curves.png
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --raw --out $rec/cv_bce_views/compare_raw   # stage 3 against stage 2, case by case
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --out $rec/cv_bce_views/compare_pp
 mkdir -p $rec/cv_case_views $rec/cv_soup_views $rec/cv_soup3_views $rec/cv_slice
@@ -72,16 +73,10 @@ for pair in "$cs"_views:cv_case_views ${run}_soup_views:cv_soup_views "$sp"_view
     cp "${pair%%:*}"/cv.json "${pair%%:*}"/cv.csv "${pair%%:*}"/cv_raw.csv "${pair%%:*}"/postprocessing.json $rec/${pair##*:}/
 done
 for pair in "$cs":cv_case_views "$sl":cv_slice; do   # the trained runs: logs and curves
-    for f in "${pair%%:*}"/fold*; do
-        d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"
-        cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
-    done
+    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
 done
 for pair in ${run}_soup:cv_soup_views "$sp":cv_soup3_views; do   # the soups: their recipe and ingredients
-    for f in "${pair%%:*}"/fold*; do
-        d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"
-        cp "$f"/summary.json "$f"/config.yaml "$d"/
-    done
+    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml
 done
 for r in cv_case_views cv_soup_views cv_soup3_views; do   # against stage 3, case by case
     $bs cv compare $rec/cv_bce_views $rec/$r --raw --out $rec/$r/compare_raw
@@ -90,8 +85,7 @@ done
 $bs cv quality "$sp"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup3_views
 # stage 5 (experiment, see docs/experiments_notes.md): each fold's 0.11.0 member trained 3 more epochs twice, with
 # region-weighted loss (configs/unet25d_pool_et.yaml) and with case balance again (seed 1); soups with the member
-mkdir -p runs/soup3_members
-for f in "$sp"/fold*; do mkdir -p runs/soup3_members/$(basename "$f"); cp "$f"/final_model.pt runs/soup3_members/$(basename "$f")/; done
+members "$sp" runs/soup3_members
 et=${run}_et; c1=${run}_case_s1
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_et.yaml --out "$et" --root extra="$extra" --quiet
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_case.yaml \
@@ -102,15 +96,12 @@ for s in ${run}_soup_et ${run}_soup_et_case; do $bs cv score "$s" --views axial,
 mkdir -p $rec/cv_soup_et_views $rec/cv_soup_et_case_views
 for pair in ${run}_soup_et:cv_soup_et_views ${run}_soup_et_case:cv_soup_et_case_views; do
     cp "${pair%%:*}"_views/cv.json "${pair%%:*}"_views/cv.csv "${pair%%:*}"_views/cv_raw.csv "${pair%%:*}"_views/postprocessing.json $rec/${pair##*:}/
-    for f in "${pair%%:*}"/fold*; do d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"; cp "$f"/summary.json "$f"/config.yaml "$d"/; done
+    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml
     $bs cv compare $rec/cv_soup3_views $rec/${pair##*:} --raw --out $rec/${pair##*:}/compare_raw   # against bundle 0.11.0
     $bs cv compare $rec/cv_soup3_views $rec/${pair##*:} --out $rec/${pair##*:}/compare_pp
 done
 for pair in "$et":cv_et "$c1":cv_case_s1; do   # the trained runs: logs and curves
-    for f in "${pair%%:*}"/fold*; do
-        d=$rec/${pair##*:}/$(basename "$f"); mkdir -p "$d"
-        cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
-    done
+    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
 done
 # the shipped bundle (0.12.0): the stage-5 soup of all three replaces stage 4's export and calibration above
 cp ${run}_soup_et_case_views/postprocessing.json ${run}_soup_et_case/

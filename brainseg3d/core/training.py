@@ -259,15 +259,11 @@ class DiceBCELoss(nn.Module):
             if weights.ndim != 1 or len(weights) == 0 or bool((weights < 0).any()) or float(weights.sum()) <= 0:
                 raise ValueError(f"region_weights must be non-negative numbers, one per channel, not all 0; got {region_weights}")
             weights = weights * (len(weights) / weights.sum())
-        self.register_buffer("region_weights", weights, persistent=False)
-        self.batch_dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction="none")
-        self.slice_dice = DiceLoss(sigmoid=True, batch=False, smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction="none")
-
-    def _weighted_mean(self, per_channel: torch.Tensor) -> torch.Tensor:
-        """Mean of ``[..., C]`` values, each channel weighted by ``region_weights``."""
-        if self.region_weights is None:
-            return per_channel.mean()
-        return (per_channel * self.region_weights.to(per_channel)).mean()
+        self.region_weights = weights
+        # MONAI's DiceLoss weighs each channel's Dice itself (``weight``); the cross-entropy gets the
+        # same weights through torch's ``weight`` (equal voxel counts per channel: the same weighted mean)
+        self.batch_dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr, weight=weights)
+        self.slice_dice = DiceLoss(sigmoid=True, batch=False, smooth_nr=smooth_nr, smooth_dr=smooth_dr, weight=weights)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``input``: logits ``[B, C, ...]``; ``target``: the region masks, same shape."""
@@ -276,15 +272,14 @@ class DiceBCELoss(nn.Module):
         if self.region_weights is not None and len(self.region_weights) != input.shape[1]:
             raise ValueError(f"DiceBCELoss has {len(self.region_weights)} region_weights for {input.shape[1]} channels")
         target = target.to(input.dtype)
-        bce = nn.functional.binary_cross_entropy_with_logits(input, target, reduction="none")
-        channels = input.shape[1]
-        loss = self.lambda_bce * self._weighted_mean(bce.transpose(0, 1).reshape(channels, -1).mean(1))
-        if self.batch_weight:  # DiceLoss(batch=True, reduction="none"): [C, 1, ...]
-            batch_dice = self.batch_dice(input, target).reshape(channels)
-            loss = loss + self.lambda_dice * self.batch_weight * self._weighted_mean(batch_dice)
-        if self.batch_weight < 1.0:  # per slice: [B, C, 1, ...]
-            slice_dice = self.slice_dice(input, target).reshape(-1, channels)
-            loss = loss + self.lambda_dice * (1.0 - self.batch_weight) * self._weighted_mean(slice_dice)
+        bce_weight = None
+        if self.region_weights is not None:
+            bce_weight = self.region_weights.to(input).reshape(1, -1, *[1] * (input.ndim - 2))
+        loss = self.lambda_bce * nn.functional.binary_cross_entropy_with_logits(input, target, weight=bce_weight)
+        if self.batch_weight:
+            loss = loss + self.lambda_dice * self.batch_weight * self.batch_dice(input, target)
+        if self.batch_weight < 1.0:
+            loss = loss + self.lambda_dice * (1.0 - self.batch_weight) * self.slice_dice(input, target)
         return loss
 
 
