@@ -8,7 +8,7 @@
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
 # checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
-# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4 and 10 for stage 5 (3 epochs each).
+# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4, 10 for stage 5 and 8 for stage 6 (3 epochs each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -107,3 +107,24 @@ done
 cp ${run}_soup_et_case_views/postprocessing.json ${run}_soup_et_case/
 $bs cv export ${run}_soup_et_case --views axial,coronal,sagittal
 $bs cv quality ${run}_soup_et_case_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup_et_case_views
+# stage 6 (experiment, not shipped; see docs/experiments_notes.md): each fold's 0.12.0 member widened to K = 2 neighbour
+# slices and trained 3 more epochs twice (configs/unet25d_pool_k2soup.yaml; with case balance, configs/unet25d_pool_k2case.yaml);
+# soups with the member (cv average widens it to K = 2 with zero weights on the new slices)
+members ${run}_soup_et_case runs/soup_et_case_members
+k2=${run}_k2soup; k2c=${run}_k2case
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_k2soup.yaml --out "$k2" --root extra="$extra" --quiet
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_k2soup.yaml \
+    configs/unet25d_pool_k2case.yaml --out "$k2c" --root extra="$extra" --quiet
+$bs cv average runs/soup_et_case_members "$k2" --out ${run}_soup_k2 --name unet25d_pool_soup_k2
+$bs cv average runs/soup_et_case_members "$k2" "$k2c" --out ${run}_soup_k2_case --name unet25d_pool_soup_k2_case
+for pair in ${run}_soup_k2:cv_soup_k2_views ${run}_soup_k2_case:cv_soup_k2_case_views; do
+    $bs cv score "${pair%%:*}" --views axial,coronal,sagittal --root extra="$extra" --out "${pair%%:*}"_views
+    mkdir -p $rec/${pair##*:}
+    cp "${pair%%:*}"_views/cv.json "${pair%%:*}"_views/cv.csv "${pair%%:*}"_views/cv_raw.csv "${pair%%:*}"_views/postprocessing.json $rec/${pair##*:}/
+    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml
+    $bs cv compare $rec/cv_soup_et_case_views $rec/${pair##*:} --raw --out $rec/${pair##*:}/compare_raw   # against bundle 0.12.0
+    $bs cv compare $rec/cv_soup_et_case_views $rec/${pair##*:} --out $rec/${pair##*:}/compare_pp
+done
+for pair in "$k2":cv_k2soup "$k2c":cv_k2case; do   # the trained runs: logs and curves
+    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
+done

@@ -44,6 +44,7 @@ from brainseg3d.io import atomic_path, write_json
 from brainseg3d.inference.postprocessing import postprocess_regions
 from brainseg3d.core.components import small_components
 from brainseg3d.core.labels import REGIONS
+from brainseg3d.core.training import widen_neighbour_channels
 from brainseg3d.preprocessing.transforms import RegionsToLabels
 
 __all__ = ["train_folds", "average_runs", "predict_out_of_fold", "view_out_of_fold", "load_oof", "score_oof", "summarize", "choose_postprocessing", "nested_postprocessing", "score_run"]
@@ -158,8 +159,10 @@ def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, name
     weight averaging does along one trajectory), so one network per fold carries what several
     runs learned at the cost of one at inference.
 
-    Every run must hold the same folds (``fold<i>/final_model.pt``) of the same architecture,
-    and each fold of each run must have been trained on that fold's training cases only (then
+    Every run must hold the same folds (``fold<i>/final_model.pt``) of the same architecture
+    (a 2.5D run with fewer neighbour slices is widened to the most, with zero weights on the
+    added slices, :func:`~brainseg3d.core.training.widen_neighbour_channels`: it computes what it
+    did), and each fold of each run must have been trained on that fold's training cases only (then
     the averaged fold model has never seen its held-out cases either, and the out-of-fold
     predictions stay honest). The last run that has a ``fold<i>/config.yaml`` gives the
     averaged fold its config and summary (CPU minutes: the sum of the runs' recorded ones).
@@ -192,9 +195,19 @@ def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, name
         if not with_cfg:
             raise ValueError(f"cv average: none of the runs has {fold}/config.yaml (the recipe of the averaged model)")
         states = [torch.load(r / fold / "final_model.pt", map_location="cpu", weights_only=True) for r in runs]
-        for r, st in zip(runs[1:], states[1:]):
-            if st.keys() != states[0].keys() or any(st[k].shape != states[0][k].shape for k in st):
-                raise ValueError(f"cv average: {r / fold / 'final_model.pt'} is not the architecture of {runs[0] / fold / 'final_model.pt'}")
+        originals = list(states)
+        widest = max(range(len(states)), key=lambda i: sum(v.numel() for v in states[i].values()))
+        for i, (r, st) in enumerate(zip(runs, states)):
+            try:  # a member with fewer neighbour slices computes the same with zero weights on the others
+                states[i] = st = widen_neighbour_channels(st, states[widest]) if i != widest else st
+            except ValueError:
+                pass  # refused just below, naming the runs
+            if st.keys() != states[widest].keys() or any(st[k].shape != states[widest][k].shape for k in st):
+                raise ValueError(f"cv average: {r / fold / 'final_model.pt'} is not the architecture of {runs[widest] / fold / 'final_model.pt'}")
+        narrower = [r for r, st in zip(runs, originals) if any(st[k].shape != states[widest][k].shape for k in st)]
+        if with_cfg[-1] in narrower:
+            raise ValueError(f"cv average: the recipe (config.yaml) would come from {with_cfg[-1] / fold}, whose network has fewer "
+                             f"neighbour slices than {runs[widest] / fold}: give the widest run last")
         loaded[fold] = states, with_cfg[-1]
     written = []
     for fold, (states, recipe_run) in loaded.items():

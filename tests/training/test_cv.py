@@ -310,3 +310,31 @@ def test_cv_average_is_the_mean_of_each_folds_weights(tmp_path):
     with pytest.raises(SystemExit, match="architecture"):
         main(["cv", "average", str(a), str(d), "--out", str(tmp_path / "y")])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # nothing half-written
+
+
+def test_cv_average_widens_members_with_fewer_neighbour_slices(tmp_path):
+    """cv average of a run with fewer neighbour slices (here K = 0: one slice, 4 channels) and one
+    with more (K = 1: 12 channels): the narrower weights are widened with zeros on the outer
+    slices (what they compute is unchanged), so the soup's first layer is the mean on the centre
+    slice and half the wider weights on the outer ones; the recipe must be the wider run's."""
+    from monai.networks.nets import UNet
+
+    k0, k1 = tmp_path / "k0", tmp_path / "k1"
+    _member_run(k0, [0], seed=1)  # 4 input channels
+    torch.manual_seed(2)
+    (k1 / "fold0").mkdir(parents=True)
+    torch.save(UNet(2, 12, 3, channels=(4, 8), strides=(2,), norm="INSTANCE").state_dict(), k1 / "fold0" / "final_model.pt")
+    (k1 / "fold0" / "config.yaml").write_text("name: k1\nk: 1\n")
+    assert main(["cv", "average", str(k0), str(k1), "--out", str(tmp_path / "soup")]) == 0
+    s1, s2, so = (torch.load(r / "fold0" / "final_model.pt", weights_only=True) for r in (k0, k1, tmp_path / "soup"))
+    first = [k for k in s2 if s2[k].dim() == 4 and s2[k].shape[1] == 12]
+    assert first  # the first layer (and its residual path) read 12 channels
+    for k in first:
+        assert so[k].shape == s2[k].shape
+        assert torch.allclose(so[k][:, 4:8], (s1[k] + s2[k][:, 4:8]) / 2)  # centre slice: the mean
+        assert torch.allclose(so[k][:, :4], s2[k][:, :4] / 2) and torch.allclose(so[k][:, 8:], s2[k][:, 8:] / 2)
+    for k in set(so) - set(first):
+        assert torch.allclose(so[k], (s1[k] + s2[k]) / 2)
+    with pytest.raises(SystemExit, match="widest run last"):  # the recipe would be the narrower run's
+        main(["cv", "average", str(k1), str(k0), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
