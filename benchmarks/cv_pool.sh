@@ -20,6 +20,15 @@ record_folds() {   # RUN RECORD FILE...: those files of each fold of RUN into RE
     local src=$1 dest=$2 f n; shift 2
     for f in "$src"/fold*; do mkdir -p "$dest/$(basename "$f")"; for n in "$@"; do cp "$f/$n" "$dest/$(basename "$f")/"; done; done
 }
+record_soup() {   # SOUP RECORD BASELINE: score SOUP in three views, keep the scores and recipe in RECORD, compare with BASELINE case by case
+    local soup=$1 dest=$rec/$2 base=$rec/$3
+    $bs cv score "$soup" --views axial,coronal,sagittal --root extra="$extra" --out "$soup"_views
+    mkdir -p "$dest"
+    cp "$soup"_views/cv.json "$soup"_views/cv.csv "$soup"_views/cv_raw.csv "$soup"_views/postprocessing.json "$dest"/
+    record_folds "$soup" "$dest" summary.json config.yaml
+    $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
+    $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
+}
 python3 ../shared/data/extra/extract.py "$repos" "$extra"
 # the committed datalist (data_lists/pool60.json) is what this writes; the folds depend only on the case ids
 $bs pool --root brats2018=../shared/data/brats2018 --root extra="$extra" --out "$run/pool60.json"
@@ -92,14 +101,8 @@ $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/un
     --set seed=1 --set 'train#init_weights=runs/soup3_members/fold{fold}/final_model.pt' --out "$c1" --root extra="$extra" --quiet
 $bs cv average runs/soup3_members "$et" --out ${run}_soup_et --name unet25d_pool_soup_et
 $bs cv average runs/soup3_members "$et" "$c1" --out ${run}_soup_et_case --name unet25d_pool_soup_et_case
-for s in ${run}_soup_et ${run}_soup_et_case; do $bs cv score "$s" --views axial,coronal,sagittal --root extra="$extra" --out "$s"_views; done
-mkdir -p $rec/cv_soup_et_views $rec/cv_soup_et_case_views
-for pair in ${run}_soup_et:cv_soup_et_views ${run}_soup_et_case:cv_soup_et_case_views; do
-    cp "${pair%%:*}"_views/cv.json "${pair%%:*}"_views/cv.csv "${pair%%:*}"_views/cv_raw.csv "${pair%%:*}"_views/postprocessing.json $rec/${pair##*:}/
-    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml
-    $bs cv compare $rec/cv_soup3_views $rec/${pair##*:} --raw --out $rec/${pair##*:}/compare_raw   # against bundle 0.11.0
-    $bs cv compare $rec/cv_soup3_views $rec/${pair##*:} --out $rec/${pair##*:}/compare_pp
-done
+record_soup ${run}_soup_et cv_soup_et_views cv_soup3_views             # against bundle 0.11.0
+record_soup ${run}_soup_et_case cv_soup_et_case_views cv_soup3_views
 for pair in "$et":cv_et "$c1":cv_case_s1; do   # the trained runs: logs and curves
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
 done
@@ -117,14 +120,8 @@ $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/un
     configs/unet25d_pool_k2case.yaml --out "$k2c" --root extra="$extra" --quiet
 $bs cv average runs/soup_et_case_members "$k2" --out ${run}_soup_k2 --name unet25d_pool_soup_k2
 $bs cv average runs/soup_et_case_members "$k2" "$k2c" --out ${run}_soup_k2_case --name unet25d_pool_soup_k2_case
-for pair in ${run}_soup_k2:cv_soup_k2_views ${run}_soup_k2_case:cv_soup_k2_case_views; do
-    $bs cv score "${pair%%:*}" --views axial,coronal,sagittal --root extra="$extra" --out "${pair%%:*}"_views
-    mkdir -p $rec/${pair##*:}
-    cp "${pair%%:*}"_views/cv.json "${pair%%:*}"_views/cv.csv "${pair%%:*}"_views/cv_raw.csv "${pair%%:*}"_views/postprocessing.json $rec/${pair##*:}/
-    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml
-    $bs cv compare $rec/cv_soup_et_case_views $rec/${pair##*:} --raw --out $rec/${pair##*:}/compare_raw   # against bundle 0.12.0
-    $bs cv compare $rec/cv_soup_et_case_views $rec/${pair##*:} --out $rec/${pair##*:}/compare_pp
-done
+record_soup ${run}_soup_k2 cv_soup_k2_views cv_soup_et_case_views         # against bundle 0.12.0
+record_soup ${run}_soup_k2_case cv_soup_k2_case_views cv_soup_et_case_views
 for pair in "$k2":cv_k2soup "$k2c":cv_k2case; do   # the trained runs: logs and curves
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
 done
