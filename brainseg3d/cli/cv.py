@@ -153,7 +153,8 @@ def add_parser(sub) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_train)
     s = cvs.add_parser("average", help="average the final weights of several runs fold by fold (one network per fold, a model soup)")
-    s.add_argument("runs", nargs="+", help="CV run folders with the same folds and architecture (fold<i>/final_model.pt)")
+    s.add_argument("runs", nargs="+", help="CV run folders with the same folds and architecture (fold<i>/final_model.pt); a 2.5D run with fewer "
+                   "neighbour slices is widened to the most (zero weights on the added slices); give the widest run last")
     s.add_argument("--out", required=True, help="the averaged run's folder")
     s.add_argument("--name", default=None, help="recipe name recorded in each fold's summary.json")
     s.set_defaults(func=_average)
