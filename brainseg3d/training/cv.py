@@ -154,6 +154,11 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
     return n
 
 
+def _same_shapes(a: dict, b: dict) -> bool:
+    """Whether two state dicts have the same tensors, shape for shape."""
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+
+
 def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, name: str | None = None) -> list[Path]:
     """Average the final weights of several CV runs fold by fold (a "model soup", as stochastic
     weight averaging does along one trajectory), so one network per fold carries what several
@@ -195,19 +200,21 @@ def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, name
         if not with_cfg:
             raise ValueError(f"cv average: none of the runs has {fold}/config.yaml (the recipe of the averaged model)")
         states = [torch.load(r / fold / "final_model.pt", map_location="cpu", weights_only=True) for r in runs]
-        originals = list(states)
-        widest = max(range(len(states)), key=lambda i: sum(v.numel() for v in states[i].values()))
+        w = max(range(len(states)), key=lambda i: sum(v.numel() for v in states[i].values()))
+        widest, widest_run = states[w], runs[w]
+        narrower = []  # runs with fewer neighbour slices, widened with zero weights on the added ones (same function)
         for i, (r, st) in enumerate(zip(runs, states)):
-            try:  # a member with fewer neighbour slices computes the same with zero weights on the others
-                states[i] = st = widen_neighbour_channels(st, states[widest]) if i != widest else st
+            try:
+                states[i] = widen_neighbour_channels(st, widest)  # as it was where the shapes already agree
             except ValueError:
-                pass  # refused just below, naming the runs
-            if st.keys() != states[widest].keys() or any(st[k].shape != states[widest][k].shape for k in st):
-                raise ValueError(f"cv average: {r / fold / 'final_model.pt'} is not the architecture of {runs[widest] / fold / 'final_model.pt'}")
-        narrower = [r for r, st in zip(runs, originals) if any(st[k].shape != states[widest][k].shape for k in st)]
+                states[i] = None
+            if states[i] is None or not _same_shapes(states[i], widest):
+                raise ValueError(f"cv average: {r / fold / 'final_model.pt'} is not the architecture of {widest_run / fold / 'final_model.pt'}")
+            if not _same_shapes(st, widest):
+                narrower.append(r)
         if with_cfg[-1] in narrower:
             raise ValueError(f"cv average: the recipe (config.yaml) would come from {with_cfg[-1] / fold}, whose network has fewer "
-                             f"neighbour slices than {runs[widest] / fold}: give the widest run last")
+                             f"neighbour slices than {widest_run / fold}: give the widest run last")
         loaded[fold] = states, with_cfg[-1]
     written = []
     for fold, (states, recipe_run) in loaded.items():
