@@ -8,7 +8,7 @@
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
 # checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
-# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4, 10 for stage 5 and 8 for stage 6 (3 epochs each).
+# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4, 10 for stage 5 and 8 for stage 6 (3 epochs each); stage 7 (one 3D fold) about 70.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -124,4 +124,16 @@ record_soup ${run}_soup_k2 cv_soup_k2_views cv_soup_et_case_views         # agai
 record_soup ${run}_soup_k2_case cv_soup_k2_case_views cv_soup_et_case_views
 for pair in "$k2":cv_k2soup "$k2c":cv_k2case; do   # the trained runs: logs and curves
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
+done
+# stage 7 (experiment, not shipped; see docs/experiments_notes.md): the 3D reference (SegResNet, configs/segresnet3d_pool.yaml)
+# on fold 0, trained for the CPU time stage 1 gave fold 0; judged against the 2.5D models on the same 12 held-out cases
+s3=runs/segresnet3d_pool
+$bs cv train configs/segresnet3d.yaml configs/segresnet3d_pool.yaml --folds 0 --out "$s3" --root extra="$extra" --quiet
+$bs cv score "$s3" --root extra="$extra"
+mkdir -p $rec/cv_segresnet3d
+cp "$s3"/cv.json "$s3"/cv.csv "$s3"/cv_raw.csv "$s3"/postprocessing.json $rec/cv_segresnet3d/
+record_folds "$s3" $rec/cv_segresnet3d summary.json config.yaml metrics.csv curves.png
+for base in cv cv_soup_et_case_views; do   # stage 1's fold 0 (the same CPU time) and bundle 0.12.0, case by case
+    $bs cv compare $rec/$base $rec/cv_segresnet3d --raw --out $rec/cv_segresnet3d/compare_raw_$base
+    $bs cv compare $rec/$base $rec/cv_segresnet3d --out $rec/cv_segresnet3d/compare_pp_$base
 done

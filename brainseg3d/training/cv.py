@@ -147,9 +147,15 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
         net.load_state_dict(torch.load(fold_dir / "final_model.pt", map_location="cpu", weights_only=True))
         dev = torch.device("cpu")
         bf16 = bool(parser.get("train", {}).get("bf16", False)) and bf16_supported(dev)
-        vnet = volume_network(net.eval(), "2.5d", k=int(parser.get("k", 1)), bf16=bf16, views=views or parser.get("views", "axial"))
+        mode, inferer = parser.get("mode", "2.5d"), None
+        if mode == "3d":  # a 3D network reads the volume as it was validated: in sliding windows
+            if views and list([views] if isinstance(views, str) else views) != ["axial"]:
+                raise ValueError(f"{fold_dir}: a 3D model has no slice views (got {views!r})")
+            vnet, inferer = volume_network(net.eval(), mode, bf16=bf16), parser.get_parsed_content("val_inferer")
+        else:
+            vnet = volume_network(net.eval(), mode, k=int(parser.get("k", 1)), bf16=bf16, views=views or parser.get("views", "axial"))
         cache = VolumeCache(held, preprocessing(["image", "label"], normalize=data.get("normalize", "zscore")), progress=False)
-        write_out_of_fold(_FlipMean(vnet) if tta else vnet, held, cache, fold_dir / name, dev)
+        write_out_of_fold(_FlipMean(vnet) if tta else vnet, held, cache, fold_dir / name, dev, inferer=inferer)
         n += len(held)
     return n
 
@@ -528,14 +534,17 @@ def _run_facts(run: Path) -> dict:
     return {
         # a run whose folds come from different recipes (e.g. one fold retrained longer) says so
         "name": names[0] if len(names) == 1 else f"{run.name} (folds: {' / '.join(s.get('name', '?') for s in summaries)})",
-        "network": f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} {net.get('channels', '')}, K={cfg.get('k', '?')}"
-                   + (f", trained on {'+'.join(views)}" if (views := cfg.get("views", "axial")) != "axial" and views != ["axial"] else ""),
+        "network": (f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} {net.get('channels', '')}, K={cfg.get('k', '?')}"
+                    + (f", trained on {'+'.join(views)}" if (views := cfg.get("views", "axial")) != "axial" and views != ["axial"] else ""))
+                   if cfg.get("mode", "2.5d") != "3d" else  # a 3D network: its width and the patches it learned from
+                   f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} 3D {net.get('channels') or 'init_filters ' + str(net.get('init_filters', '?'))}"
+                   f", patch {'x'.join(map(str, cfg.get('data', {}).get('patch', [])))}",
         "params": summaries[0]["params"] if summaries else None,
         "epochs": (epochs[0] if len(set(epochs)) == 1 else "/".join(map(str, epochs))) if epochs else None,
         "iterations": sum(s["iterations"] for s in summaries),
         "cpu_minutes": round(sum(s["train_cpu_minutes"] for s in summaries), 1),
         "wall_minutes": round(sum(s["train_minutes"] for s in summaries), 1),
-        "augmentation": ", ".join(a.rsplit(".", 1)[-1] for a in aug if not a.startswith(("SpatialPad", "RandSpatialCrop"))) or "default",
+        "augmentation": ", ".join(a.rsplit(".", 1)[-1] for a in aug if not a.startswith(("SpatialPad", "RandSpatialCrop", "RandCropByPosNegLabel"))) or "default",
         "folds": len(summaries),
         "hardware": summaries[0].get("hardware") if summaries else None,
     }

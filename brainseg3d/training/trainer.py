@@ -231,14 +231,21 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 @torch.inference_mode()
-def write_out_of_fold(eval_net, items, cache, out: Path, dev) -> None:
+def write_out_of_fold(eval_net, items, cache, out: Path, dev, inferer=None) -> None:
     """Held-out probabilities of a fold's final weights: ``out/<case>.npz`` holding ``prob``
     (``[3, X, Y, Z]`` sigmoid of WT / TC / ET, uint8 0-255) and ``label`` (the regions), in
-    the preprocessed space (RAS, 1 mm, cropped to the brain), plus ``source`` and ``case``."""
+    the preprocessed space (RAS, 1 mm, cropped to the brain), plus ``source`` and ``case``.
+
+    Args:
+        inferer: how ``eval_net`` reads a whole volume (a MONAI inferer, e.g. the sliding
+            windows of a 3D config's ``val_inferer``); default: one call on the volume.
+    """
     out.mkdir(parents=True, exist_ok=True)
     eval_net.eval()
     for it, img, lab in zip(items, cache.images, cache.labels):
-        prob = torch.sigmoid(eval_net(img[None].float().to(dev)))[0].float().cpu()
+        x = img[None].float().to(dev)
+        logits = inferer(x, eval_net) if inferer is not None else eval_net(x)
+        prob = torch.sigmoid(torch.as_tensor(logits))[0].float().cpu()
         q = (prob * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
         tmp = out / f".{it['case']}.{os.getpid()}.npz"
         np.savez_compressed(tmp, prob=q, label=lab.numpy(), case=it["case"], source=it.get("source", ""))
@@ -378,7 +385,7 @@ class TrainingRun:
                                            views=self.views)
         else:
             self.eval_net = volume_network(self.net, self.mode, bf16=self.bf16)
-        val_inferer = self.parser.get_parsed_content("val_inferer")  # recipe.yaml's, or the config's own
+        self.val_inferer = val_inferer = self.parser.get_parsed_content("val_inferer")  # recipe.yaml's, or the config's own
         self.start = time.time()
         self.evaluator = SupervisedEvaluator(
             device=self.dev,
@@ -453,7 +460,7 @@ class TrainingRun:
         if self.main_rank:
             torch.save(net.state_dict(), out_dir / "final_model.pt")
             if self.fold is not None and trainer.state.epoch >= self.n_epochs:
-                write_out_of_fold(self.eval_net, self.va_items, self.va_cache, out_dir / "oof", self.dev)
+                write_out_of_fold(self.eval_net, self.va_items, self.va_cache, out_dir / "oof", self.dev, inferer=self.val_inferer)
         minutes = (time.time() - self.start) / 60
         best = max((r for r in self.log.rows if not math.isnan(r["val_mean_dice"])), key=lambda r: r["val_mean_dice"], default=None)
         summary = {

@@ -201,6 +201,37 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     assert torch.allclose(ts, both, atol=1e-4)
 
 
+def test_cv_3d_reference_reads_held_out_volumes_in_sliding_windows(tmp_path, capsys):
+    """The 3D reference (configs/segresnet3d_pool.yaml) on the pool's folds: each fold's held-out
+    volumes, whose cropped sizes the network could not take whole, are predicted in the sliding
+    windows of its val_inferer, by training and again by `cv score` (the same probabilities);
+    slice views are refused for a 3D model."""
+    from brainseg3d.training.cv import predict_out_of_fold
+
+    root = tmp_path / "data"
+    for i, cid in enumerate(["Brats18_T_1_1", "Brats18_T_2_1", "BraTS-SSA-00003-000"]):
+        write_case(root / cid, cid, shape=(41, 39, 15), seed=i, naming="2023" if "SSA" in cid else "2018")
+    lists = tmp_path / "lists"
+    assert main(["pool", "--root", f"d={root}", "--out", str(lists / "pool.json"), "--folds", "3"]) == 0
+    run = tmp_path / "run"
+    assert main(["cv", "train", str(REPO / "configs" / "segresnet3d.yaml"), str(REPO / "configs" / "segresnet3d_pool.yaml"),
+                 "--folds", "0", "--out", str(run), "--max-steps", "1", "--quiet", "--set", f"data#datalist={lists / 'pool.json'}",
+                 "--set", "data#patch=[16, 16, 8]", "--set", "train#batch_size=1", "--set", "network#init_filters=8",
+                 "--set", "network#blocks_down=[1, 1, 1]", "--set", "network#blocks_up=[1, 1]"]) == 0
+    (oof,) = run.glob("fold0/oof/*.npz")
+    with np.load(oof) as z:
+        prob, label = z["prob"], z["label"]
+    assert prob.shape == label.shape and prob.shape[0] == 3
+    assert any(s % 4 for s in prob.shape[1:])  # a size the two-down-sampling network cannot take whole
+    assert predict_out_of_fold(run, "again", tta=False) == 1
+    assert np.array_equal(np.load(run / "fold0" / "again" / oof.name)["prob"], prob)
+    with pytest.raises(ValueError, match="3D model has no slice views"):
+        predict_out_of_fold(run, "coronal", tta=False, views="coronal")
+    capsys.readouterr()
+    assert main(["cv", "score", str(run)]) == 0
+    assert json.loads((run / "cv.json").read_text())["n_cases"] == 1
+
+
 def test_experiments_table_from_scored_runs(tmp_path):
     shape = (3, 16, 16, 16)
     gt = np.zeros(shape, bool)
