@@ -123,8 +123,10 @@ def test_unknown_config_key_is_an_error(tmp_path, capsys):
         load_config(REPO / "configs" / "unet25d.yaml", {"epochs": 3})
     rc = main(["train", str(REPO / "configs" / "unet25d.yaml"), "--out", str(tmp_path / "r"), "--set", "train#max_epoch=2", "--quiet"])
     assert rc == 2 and "unknown config key train#max_epoch" in capsys.readouterr().err
+    bases = {"unet25d_pool_": "unet25d_pool.yaml", "segresnet3d_": "segresnet3d.yaml"}  # overlays -> the config they are read over
     for cfg in sorted((REPO / "configs").glob("*.yaml")):  # every shipped config passes
-        load_config([REPO / "configs" / "unet25d_pool.yaml", cfg] if cfg.stem.startswith("unet25d_pool_") else cfg)  # overlays over the base
+        base = next((REPO / "configs" / b for prefix, b in bases.items() if cfg.stem.startswith(prefix)), None)
+        load_config([base, cfg] if base else cfg)
 
 
 def test_validation_inferer_comes_from_config():
