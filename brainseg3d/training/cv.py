@@ -520,6 +520,19 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _network_text(cfg: dict) -> str:
+    """The network column of the experiments table: a 2.5D network's class, widths and neighbour
+    slices (and the views it was trained on); a 3D one's class, width and patch."""
+    net = cfg.get("network", {})
+    name = str(net.get("_target_", "?")).rsplit(".", 1)[-1]
+    if cfg.get("mode", "2.5d") == "3d":
+        width = net.get("channels") or f"init_filters {net.get('init_filters', '?')}"
+        return f"{name} 3D {width}, patch {'x'.join(map(str, cfg.get('data', {}).get('patch', [])))}"
+    views = cfg.get("views", "axial")
+    trained_on = f", trained on {'+'.join(views)}" if views not in ("axial", ["axial"]) else ""
+    return f"{name} {net.get('channels', '')}, K={cfg.get('k', '?')}{trained_on}"
+
+
 def _run_facts(run: Path) -> dict:
     """Recipe facts of a CV run from its fold summaries and config."""
     import yaml
@@ -527,18 +540,13 @@ def _run_facts(run: Path) -> dict:
     summaries = [json.loads(p.read_text()) for p in sorted(run.glob("fold*/summary.json"))]
     cfg_path = next(iter(sorted(run.glob("fold*/config.yaml"))), None)
     cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path else {}
-    net = cfg.get("network", {})
     aug = [t.get("_target_", "?") for t in cfg.get("augmentation", [])] if isinstance(cfg.get("augmentation"), list) else []
     names = list(dict.fromkeys(s.get("name", cfg.get("name", run.name)) for s in summaries)) or [cfg.get("name", run.name)]
     epochs = [s["epochs"] for s in summaries]
     return {
         # a run whose folds come from different recipes (e.g. one fold retrained longer) says so
         "name": names[0] if len(names) == 1 else f"{run.name} (folds: {' / '.join(s.get('name', '?') for s in summaries)})",
-        "network": (f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} {net.get('channels', '')}, K={cfg.get('k', '?')}"
-                    + (f", trained on {'+'.join(views)}" if (views := cfg.get("views", "axial")) != "axial" and views != ["axial"] else ""))
-                   if cfg.get("mode", "2.5d") != "3d" else  # a 3D network: its width and the patches it learned from
-                   f"{str(net.get('_target_', '?')).rsplit('.', 1)[-1]} 3D {net.get('channels') or 'init_filters ' + str(net.get('init_filters', '?'))}"
-                   f", patch {'x'.join(map(str, cfg.get('data', {}).get('patch', [])))}",
+        "network": _network_text(cfg),
         "params": summaries[0]["params"] if summaries else None,
         "epochs": (epochs[0] if len(set(epochs)) == 1 else "/".join(map(str, epochs))) if epochs else None,
         "iterations": sum(s["iterations"] for s in summaries),

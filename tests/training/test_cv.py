@@ -230,6 +230,9 @@ def test_cv_3d_reference_reads_held_out_volumes_in_sliding_windows(tmp_path, cap
     capsys.readouterr()
     assert main(["cv", "score", str(run)]) == 0
     assert json.loads((run / "cv.json").read_text())["n_cases"] == 1
+    table = experiments_table([run], tmp_path / "experiments.md").read_text()
+    assert "| segresnet3d_pool | SegResNet 3D init_filters 8, patch 16x16x8 |" in table
+    assert "RandCropByPosNegLabeld" not in table and "RandAffined" in table  # the crop is not an augmentation
 
 
 def test_experiments_table_from_scored_runs(tmp_path):
