@@ -20,11 +20,13 @@ record_folds() {   # RUN RECORD FILE...: those files of each fold of RUN into RE
     local src=$1 dest=$2 f n; shift 2
     for f in "$src"/fold*; do mkdir -p "$dest/$(basename "$f")"; for n in "$@"; do cp "$f/$n" "$dest/$(basename "$f")/"; done; done
 }
+record_scores() {   # SCORED RECORD: the scores and post-processing `cv score` wrote in SCORED, into RECORD
+    mkdir -p "$2"; cp "$1"/cv.json "$1"/cv.csv "$1"/cv_raw.csv "$1"/postprocessing.json "$2"/
+}
 record_soup() {   # SOUP RECORD BASELINE: score SOUP in three views, keep the scores and recipe in RECORD, compare with BASELINE case by case
     local soup=$1 dest=$rec/$2 base=$rec/$3
     $bs cv score "$soup" --views axial,coronal,sagittal --root extra="$extra" --out "$soup"_views
-    mkdir -p "$dest"
-    cp "$soup"_views/cv.json "$soup"_views/cv.csv "$soup"_views/cv_raw.csv "$soup"_views/postprocessing.json "$dest"/
+    record_scores "$soup"_views "$dest"
     record_folds "$soup" "$dest" summary.json config.yaml
     $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
     $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
@@ -65,10 +67,9 @@ cp "$sp"_views/postprocessing.json "$sp"/
 $bs cv export "$sp" --views axial,coronal,sagittal   # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
 # the committed records and the experiments table
 rec=bundles/brats_mri_2p5d_segmentation/docs/training
-mkdir -p $rec/cv_ft $rec/cv_ft_views $rec/cv_bce_views
-cp "$ft"/cv.json "$ft"/cv.csv "$ft"/cv_raw.csv "$ft"/postprocessing.json $rec/cv_ft/
-cp "$ft"_views/cv.json "$ft"_views/cv.csv "$ft"_views/cv_raw.csv "$ft"_views/postprocessing.json $rec/cv_ft_views/
-cp "$st"_views/cv.json "$st"_views/cv.csv "$st"_views/cv_raw.csv "$st"_views/postprocessing.json $rec/cv_bce_views/
+record_scores "$ft" $rec/cv_ft
+record_scores "$ft"_views $rec/cv_ft_views
+record_scores "$st"_views $rec/cv_bce_views
 for f in "$ft"/fold*; do
     d=$rec/cv_ft/$(basename "$f"); v=$rec/cv_ft_views/$(basename "$f"); mkdir -p "$d" "$v"
     cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
@@ -77,9 +78,8 @@ done
 record_folds "$st" $rec/cv_bce_views summary.json config.yaml metrics.csv curves.png
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --raw --out $rec/cv_bce_views/compare_raw   # stage 3 against stage 2, case by case
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --out $rec/cv_bce_views/compare_pp
-mkdir -p $rec/cv_case_views $rec/cv_soup_views $rec/cv_soup3_views $rec/cv_slice
 for pair in "$cs"_views:cv_case_views ${run}_soup_views:cv_soup_views "$sp"_views:cv_soup3_views; do
-    cp "${pair%%:*}"/cv.json "${pair%%:*}"/cv.csv "${pair%%:*}"/cv_raw.csv "${pair%%:*}"/postprocessing.json $rec/${pair##*:}/
+    record_scores "${pair%%:*}" $rec/${pair##*:}
 done
 for pair in "$cs":cv_case_views "$sl":cv_slice; do   # the trained runs: logs and curves
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
@@ -130,8 +130,7 @@ done
 s3=runs/segresnet3d_pool
 $bs cv train configs/segresnet3d.yaml configs/segresnet3d_pool.yaml --folds 0 --out "$s3" --root extra="$extra" --quiet
 $bs cv score "$s3" --root extra="$extra"
-mkdir -p $rec/cv_segresnet3d
-cp "$s3"/cv.json "$s3"/cv.csv "$s3"/cv_raw.csv "$s3"/postprocessing.json $rec/cv_segresnet3d/
+record_scores "$s3" $rec/cv_segresnet3d
 record_folds "$s3" $rec/cv_segresnet3d summary.json config.yaml metrics.csv curves.png
 for base in cv cv_soup_et_case_views; do   # stage 1's fold 0 (the same CPU time) and bundle 0.12.0, case by case
     $bs cv compare $rec/$base $rec/cv_segresnet3d --raw --out $rec/cv_segresnet3d/compare_raw_$base

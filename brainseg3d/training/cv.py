@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+from monai.utils import ensure_tuple
 
 from brainseg3d.data.pool import SOURCES
 from brainseg3d.evaluation.metrics import region_scores
@@ -147,15 +148,13 @@ def predict_out_of_fold(run: str | os.PathLike, name: str = "oof_tta", tta: bool
         net.load_state_dict(torch.load(fold_dir / "final_model.pt", map_location="cpu", weights_only=True))
         dev = torch.device("cpu")
         bf16 = bool(parser.get("train", {}).get("bf16", False)) and bf16_supported(dev)
-        mode, inferer = parser.get("mode", "2.5d"), None
-        if mode == "3d":  # a 3D network reads the volume as it was validated: in sliding windows
-            if views and list([views] if isinstance(views, str) else views) != ["axial"]:
-                raise ValueError(f"{fold_dir}: a 3D model has no slice views (got {views!r})")
-            vnet, inferer = volume_network(net.eval(), mode, bf16=bf16), parser.get_parsed_content("val_inferer")
-        else:
-            vnet = volume_network(net.eval(), mode, k=int(parser.get("k", 1)), bf16=bf16, views=views or parser.get("views", "axial"))
+        mode = parser.get("mode", "2.5d")
+        if mode == "3d" and views and ensure_tuple(views) != ("axial",):
+            raise ValueError(f"{fold_dir}: a 3D model has no slice views (got {views!r})")
+        vnet = volume_network(net.eval(), mode, k=int(parser.get("k", 1)), bf16=bf16, views=views or parser.get("views", "axial"))
         cache = VolumeCache(held, preprocessing(["image", "label"], normalize=data.get("normalize", "zscore")), progress=False)
-        write_out_of_fold(_FlipMean(vnet) if tta else vnet, held, cache, fold_dir / name, dev, inferer=inferer)
+        # read as in validation: the config's val_inferer (sliding windows for 3D, one call for 2.5D)
+        write_out_of_fold(_FlipMean(vnet) if tta else vnet, held, cache, fold_dir / name, dev, inferer=parser.get_parsed_content("val_inferer"))
         n += len(held)
     return n
 

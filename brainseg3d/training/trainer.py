@@ -245,7 +245,7 @@ def write_out_of_fold(eval_net, items, cache, out: Path, dev, inferer=None) -> N
     for it, img, lab in zip(items, cache.images, cache.labels):
         x = img[None].float().to(dev)
         logits = inferer(x, eval_net) if inferer is not None else eval_net(x)
-        prob = torch.sigmoid(torch.as_tensor(logits))[0].float().cpu()
+        prob = torch.sigmoid(logits)[0].float().cpu()
         q = (prob * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
         tmp = out / f".{it['case']}.{os.getpid()}.npz"
         np.savez_compressed(tmp, prob=q, label=lab.numpy(), case=it["case"], source=it.get("source", ""))

@@ -132,19 +132,25 @@ def test_cv_score_without_predictions_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def _tiny_pool(tmp_path: Path, shape) -> Path:
+    """A pool datalist of three tiny cases (two adult, one BraTS-Africa), one per fold of 3."""
+    root = tmp_path / "data"
+    for i, cid in enumerate(["Brats18_T_1_1", "Brats18_T_2_1", "BraTS-SSA-00003-000"]):
+        write_case(root / cid, cid, shape=shape, seed=i, naming="2023" if "SSA" in cid else "2018")
+    pool = tmp_path / "lists" / "pool.json"
+    assert main(["pool", "--root", f"d={root}", "--out", str(pool), "--folds", "3"]) == 0
+    return pool
+
+
 def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
     """cv train (3 folds, 2 steps each) -> every case gets an out-of-fold prediction ->
     cv score -> cv export into a copy of the bundle, which then loads as an ensemble."""
     import shutil
 
-    root = tmp_path / "data"
-    for i, cid in enumerate(["Brats18_T_1_1", "Brats18_T_2_1", "BraTS-SSA-00003-000"]):
-        write_case(root / cid, cid, shape=(40, 40, 12), seed=i, naming="2023" if "SSA" in cid else "2018")
-    lists = tmp_path / "lists"
-    assert main(["pool", "--root", f"d={root}", "--out", str(lists / "pool.json"), "--folds", "3"]) == 0
+    pool = _tiny_pool(tmp_path, shape=(40, 40, 12))
     run = tmp_path / "run"
     args = ["cv", "train", str(REPO / "configs" / "unet25d_pool.yaml"), "--out", str(run), "--max-steps", "2", "--quiet",
-            "--set", f"data#datalist={lists / 'pool.json'}", "--set", "data#patch=[32, 32]", "--set", "train#batch_size=2",
+            "--set", f"data#datalist={pool}", "--set", "data#patch=[32, 32]", "--set", "train#batch_size=2",
             "--set", "network#channels=[4, 8, 16, 32, 64]"]
     assert main(args) == 0
     assert sorted(p.stem for p in run.glob("fold*/oof/*.npz")) == ["BraTS-SSA-00003-000", "Brats18_T_1_1", "Brats18_T_2_1"]
@@ -208,14 +214,10 @@ def test_cv_3d_reference_reads_held_out_volumes_in_sliding_windows(tmp_path, cap
     slice views are refused for a 3D model."""
     from brainseg3d.training.cv import predict_out_of_fold
 
-    root = tmp_path / "data"
-    for i, cid in enumerate(["Brats18_T_1_1", "Brats18_T_2_1", "BraTS-SSA-00003-000"]):
-        write_case(root / cid, cid, shape=(41, 39, 15), seed=i, naming="2023" if "SSA" in cid else "2018")
-    lists = tmp_path / "lists"
-    assert main(["pool", "--root", f"d={root}", "--out", str(lists / "pool.json"), "--folds", "3"]) == 0
+    pool = _tiny_pool(tmp_path, shape=(41, 39, 15))
     run = tmp_path / "run"
     assert main(["cv", "train", str(REPO / "configs" / "segresnet3d.yaml"), str(REPO / "configs" / "segresnet3d_pool.yaml"),
-                 "--folds", "0", "--out", str(run), "--max-steps", "1", "--quiet", "--set", f"data#datalist={lists / 'pool.json'}",
+                 "--folds", "0", "--out", str(run), "--max-steps", "1", "--quiet", "--set", f"data#datalist={pool}",
                  "--set", "data#patch=[16, 16, 8]", "--set", "train#batch_size=1", "--set", "network#init_filters=8",
                  "--set", "network#blocks_down=[1, 1, 1]", "--set", "network#blocks_up=[1, 1]"]) == 0
     (oof,) = run.glob("fold0/oof/*.npz")
