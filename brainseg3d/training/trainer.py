@@ -161,12 +161,35 @@ def augmentation(mode: str, patch, keys=("image", "label")) -> Compose:
     return Compose(spatial + intensity)
 
 
+class RunClock:
+    """Wall and CPU minutes a run has spent, kept through a resume: it is saved in every
+    epoch checkpoint (``state_dict``) and a resumed run goes on counting from the saved
+    figures (``load_state_dict``), so time budgets, ``metrics.csv`` and ``summary.json``
+    cover the whole training, not only the part since the last interruption."""
+
+    def __init__(self):
+        self.wall0, self.cpu0 = time.time(), time.process_time()
+        self.saved_minutes = self.saved_cpu_minutes = 0.0
+
+    def minutes(self) -> float:
+        return self.saved_minutes + (time.time() - self.wall0) / 60
+
+    def cpu_minutes(self) -> float:
+        return self.saved_cpu_minutes + (time.process_time() - self.cpu0) / 60
+
+    def state_dict(self) -> dict:
+        return {"minutes": self.minutes(), "cpu_minutes": self.cpu_minutes()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.saved_minutes, self.saved_cpu_minutes = float(state["minutes"]), float(state["cpu_minutes"])
+
+
 class MetricsLog:
     """Ignite handler: per-epoch train loss, validation Dice, learning rate and time
     to ``metrics.csv`` / ``metrics.json``, and ``curves.png`` (loss and Dice curves)."""
 
-    def __init__(self, out_dir: Path, evaluator, optimizer, start_time: float):
-        self.out_dir, self.evaluator, self.optimizer, self.start = out_dir, evaluator, optimizer, start_time
+    def __init__(self, out_dir: Path, evaluator, optimizer, clock: RunClock):
+        self.out_dir, self.evaluator, self.optimizer, self.clock = out_dir, evaluator, optimizer, clock
         self.rows: list[dict] = []
         self.losses: list[float] = []
         path = out_dir / "metrics.json"
@@ -189,7 +212,7 @@ class MetricsLog:
             "iteration": engine.state.iteration,
             "train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "minutes": (time.time() - self.start) / 60,
+            "minutes": self.clock.minutes(),
         }
         for name in ["val_mean_dice"] + [f"val_dice_{r}" for r in REGIONS]:
             row[name] = float(metrics[name]) if name in metrics else float("nan")
@@ -222,7 +245,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         if pts:
             b.plot(*zip(*pts), "o-", color=colour, label=name.replace("val_dice_", "").replace("val_", ""), ms=3)
     b.set(xlabel="epoch", ylabel="per-volume Dice", ylim=(0, 1), title="validation Dice")
-    b.legend(loc="lower right")
+    if b.get_legend_handles_labels()[0]:  # a run validated at its end only has no Dice points before it
+        b.legend(loc="lower right")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=90)
@@ -386,7 +410,7 @@ class TrainingRun:
         else:
             self.eval_net = volume_network(self.net, self.mode, bf16=self.bf16)
         self.val_inferer = val_inferer = self.parser.get_parsed_content("val_inferer")  # recipe.yaml's, or the config's own
-        self.start = time.time()
+        self.clock = RunClock()
         self.evaluator = SupervisedEvaluator(
             device=self.dev,
             val_data_loader=self.va_loader,
@@ -428,30 +452,46 @@ class TrainingRun:
         ValidationHandler(interval=val_interval, validator=evaluator).attach(trainer)
         budget = self.train_cfg.get("max_minutes")
         cpu_budget = self.train_cfg.get("max_cpu_minutes")
-        self.cpu_start = cpu_start = time.process_time()
-        start = self.start
+        clock = self.clock
 
         @trainer.on(Events.EPOCH_COMPLETED)
         def _stop_on_budget_or_end(engine):
             last = engine.state.epoch == engine.state.max_epochs
-            over = budget is not None and (time.time() - start) / 60 > float(budget)
-            over = over or (cpu_budget is not None and (time.process_time() - cpu_start) / 60 > float(cpu_budget))
+            over = budget is not None and clock.minutes() > float(budget)
+            over = over or (cpu_budget is not None and clock.cpu_minutes() > float(cpu_budget))
             if (last or over) and engine.state.epoch % val_interval != 0:
                 evaluator.run(engine.state.epoch)  # always score the final weights
             if over:
                 logger.info("time budget reached at epoch %d", engine.state.epoch)
                 engine.terminate()
 
-        self.log = MetricsLog(self.out_dir, evaluator, self.opt, start)
-        ckpt = {"network": self.net, "optimizer": self.opt, "lr_scheduler": self.sched, "trainer": trainer}
+        self.log = MetricsLog(self.out_dir, evaluator, self.opt, clock)
+        ckpt = {"network": self.net, "optimizer": self.opt, "lr_scheduler": self.sched, "trainer": trainer, "clock": clock}
         if self.main_rank:
             self.log.attach(trainer)
             CheckpointSaver(str(self.out_dir), ckpt, save_interval=1, n_saved=1, final_filename="checkpoint.pt", save_final=True,
                             epoch_level=True, file_prefix="epoch").attach(trainer)
         if self.resume:
-            CheckpointLoader(str(self.resume), ckpt, map_location=self.dev).attach(trainer)
+            CheckpointLoader(str(self.resume), self._resume_objects(ckpt), map_location=self.dev).attach(trainer)
         if self.progress:
             ProgressBar(persist=False, desc=self.name).attach(trainer, output_transform=lambda o: {"loss": float((o[0] if isinstance(o, list) else o)["loss"])})
+
+    def _resume_objects(self, ckpt: dict) -> dict:
+        """What a resume restores: everything ``ckpt`` holds; from a checkpoint written
+        before the run clock was saved, everything but the clock, whose wall minutes then
+        come from the metrics log's row of the checkpoint's epoch (its CPU minutes were not
+        recorded, and the summary says so)."""
+        saved = torch.load(self.resume, map_location="cpu", weights_only=True)
+        if "clock" in saved:
+            return ckpt
+        state = saved["trainer"]  # Ignite's engine state: the epoch, or the iteration and epoch length
+        epoch = int(state["epoch"]) if "epoch" in state else int(state["iteration"]) // int(state["epoch_length"])
+        row = next((r for r in self.log.rows if r["epoch"] == epoch), None)
+        if row is not None:
+            self.clock.saved_minutes = float(row["minutes"])
+        self.cpu_unrecorded_epochs = epoch
+        logger.warning("%s: the checkpoint predates the run clock; CPU minutes of epochs 1-%d are not counted", self.resume, epoch)
+        return {k: v for k, v in ckpt.items() if k != "clock"}
 
     def finish(self) -> dict:
         """The final weights (``final_model.pt``), the out-of-fold predictions of a finished
@@ -461,7 +501,6 @@ class TrainingRun:
             torch.save(net.state_dict(), out_dir / "final_model.pt")
             if self.fold is not None and trainer.state.epoch >= self.n_epochs:
                 write_out_of_fold(self.eval_net, self.va_items, self.va_cache, out_dir / "oof", self.dev, inferer=self.val_inferer)
-        minutes = (time.time() - self.start) / 60
         best = max((r for r in self.log.rows if not math.isnan(r["val_mean_dice"])), key=lambda r: r["val_mean_dice"], default=None)
         summary = {
             "name": self.name,
@@ -471,8 +510,8 @@ class TrainingRun:
             "views": self.views,
             "epochs": trainer.state.epoch,
             "iterations": trainer.state.iteration,
-            "train_minutes": round(minutes, 2),
-            "train_cpu_minutes": round((time.process_time() - self.cpu_start) / 60, 2),
+            "train_minutes": round(self.clock.minutes(), 2),
+            "train_cpu_minutes": round(self.clock.cpu_minutes(), 2),
             "best_epoch": best["epoch"] if best else None,
             "best_val_dice": {r: best[f"val_dice_{r}"] for r in REGIONS} | {"mean": best["val_mean_dice"]} if best else None,
             "validation_cases": [it["case"] for it in self.va_items],
@@ -484,6 +523,8 @@ class TrainingRun:
             "best_model": str(out_dir / "best_model.pt"),
             "params": sum(p.numel() for p in net.parameters()),
         }
+        if getattr(self, "cpu_unrecorded_epochs", 0):
+            summary["cpu_minutes_unrecorded_epochs"] = self.cpu_unrecorded_epochs
         summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
         if self.main_rank:
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

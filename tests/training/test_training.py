@@ -81,6 +81,28 @@ def test_resume_round_trip(tiny_datalist, tmp_path):
     assert second["epochs"] == 2 and second["iterations"] == 2 * first["iterations"]
     rows = json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs"]
     assert [r["epoch"] for r in rows] == [1, 2]
+    # the run clock goes on through the resume: time is the whole training's, not the second part's
+    assert ckpt["clock"]["minutes"] > 0 and ckpt["clock"]["cpu_minutes"] > 0
+    assert rows[1]["minutes"] > ckpt["clock"]["minutes"] >= rows[0]["minutes"]
+    assert second["train_cpu_minutes"] > ckpt["clock"]["cpu_minutes"] and second["train_minutes"] > ckpt["clock"]["minutes"]
+    assert "cpu_minutes_unrecorded_epochs" not in second
+
+
+def test_resume_from_a_checkpoint_without_the_clock(tiny_datalist, tmp_path):
+    """Checkpoints written before the run clock existed still resume; wall minutes come from
+    the metrics log, and the summary says which epochs' CPU minutes were not counted."""
+    ov = _small("unet25d")
+    ov["data#datalist"] = str(tiny_datalist)
+    ov["data#tumour_ratio"] = 1.0
+    cfg = REPO / "configs" / "unet25d.yaml"
+    train(cfg, output=tmp_path / "a", max_epochs=1, overrides={**ov, "train#max_epochs": 1}, max_val_cases=1, progress=False)
+    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    del ckpt["clock"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    rows = json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs"]
+    second = train(cfg, output=tmp_path / "a", max_epochs=2, resume=tmp_path / "old.pt", overrides=ov, max_val_cases=1, progress=False)
+    assert second["epochs"] == 2 and second["cpu_minutes_unrecorded_epochs"] == 1
+    assert second["train_minutes"] > rows[0]["minutes"]
 
 
 def test_augmentation_keeps_label_binary():
