@@ -270,6 +270,11 @@ def test_experiments_table_from_scored_runs(tmp_path):
         shutil.copytree(run / f"fold{f}", tmp_path / "views" / f"fold{f}", ignore=shutil.ignore_patterns("oof*"))
     assert main(["cv", "table", str(run), str(tmp_path / "views"), "--out", str(out)]) == 0
     assert "| recipe_a [axial+coronal] | UNet [16, 32], K=1 |" in out.read_text()
+    # a fold whose first epochs' CPU time was not counted (resumed from a checkpoint older than the run clock)
+    summary = json.loads((run / "fold1" / "summary.json").read_text()) | {"cpu_minutes_unrecorded_epochs": 4}
+    (run / "fold1" / "summary.json").write_text(json.dumps(summary))
+    assert main(["cv", "table", str(run), "--out", str(out)]) == 0
+    assert "| recipe_a | UNet [16, 32], K=1 | 1.60 M | 8 | >= 20.0 |" in out.read_text()
 
 
 def test_resume_picks_the_newest_epoch_checkpoint(tmp_path):
