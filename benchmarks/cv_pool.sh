@@ -8,7 +8,7 @@
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
 # checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
-# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4, 10 for stage 5 and 8 for stage 6 (3 epochs each); stage 7 (one 3D fold) about 70.
+# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4, 10 for stage 5 and 8 for stage 6 (3 epochs each); stage 7 (one 3D fold) about 70; stage 8 (the wide U-Net) about 60 per fold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -135,4 +135,15 @@ record_folds "$s3" $rec/cv_segresnet3d summary.json config.yaml metrics.csv curv
 for base in cv cv_soup_et_case_views; do   # stage 1's fold 0 (the same CPU time) and bundle 0.12.0, case by case
     $bs cv compare $rec/$base $rec/cv_segresnet3d --raw --out $rec/cv_segresnet3d/compare_raw_$base
     $bs cv compare $rec/$base $rec/cv_segresnet3d --out $rec/cv_segresnet3d/compare_pp_$base
+done
+# stage 8 (experiment, not shipped; see docs/experiments_notes.md): capacity, stage 1's recipe at twice the width
+# (configs/unet25d_pool_wide.yaml, 6.50 M parameters) on folds 0 and 1; judged against stage 1 on the same held-out cases
+wide=runs/unet25d_pool_wide
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_wide.yaml --folds 0,1 --out "$wide" --root extra="$extra" --quiet
+$bs cv score "$wide" --root extra="$extra"
+record_scores "$wide" $rec/cv_wide
+record_folds "$wide" $rec/cv_wide summary.json config.yaml metrics.csv curves.png
+for base in cv cv_soup_et_case_views; do   # stage 1 (the same recipe at width 16) and bundle 0.12.0, case by case
+    $bs cv compare $rec/$base $rec/cv_wide --raw --out $rec/cv_wide/compare_raw_$base
+    $bs cv compare $rec/$base $rec/cv_wide --out $rec/cv_wide/compare_pp_$base
 done
