@@ -31,6 +31,16 @@ record_soup() {   # SOUP RECORD BASELINE: score SOUP in three views, keep the sc
     $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
     $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
 }
+record_partial() {   # RUN RECORD: score a run of some folds, keep its scores and logs in RECORD, compare case by case with stage 1 and 0.12.0
+    local dest=$rec/$2 base
+    $bs cv score "$1" --root extra="$extra"
+    record_scores "$1" "$dest"
+    record_folds "$1" "$dest" summary.json config.yaml metrics.csv curves.png
+    for base in cv cv_soup_et_case_views; do
+        $bs cv compare $rec/$base "$dest" --raw --out "$dest"/compare_raw_$base
+        $bs cv compare $rec/$base "$dest" --out "$dest"/compare_pp_$base
+    done
+}
 python3 ../shared/data/extra/extract.py "$repos" "$extra"
 # the committed datalist (data_lists/pool60.json) is what this writes; the folds depend only on the case ids
 $bs pool --root brats2018=../shared/data/brats2018 --root extra="$extra" --out "$run/pool60.json"
@@ -129,21 +139,9 @@ done
 # on fold 0, trained for the CPU time stage 1 gave fold 0; judged against the 2.5D models on the same 12 held-out cases
 s3=runs/segresnet3d_pool
 $bs cv train configs/segresnet3d.yaml configs/segresnet3d_pool.yaml --folds 0 --out "$s3" --root extra="$extra" --quiet
-$bs cv score "$s3" --root extra="$extra"
-record_scores "$s3" $rec/cv_segresnet3d
-record_folds "$s3" $rec/cv_segresnet3d summary.json config.yaml metrics.csv curves.png
-for base in cv cv_soup_et_case_views; do   # stage 1's fold 0 (the same CPU time) and bundle 0.12.0, case by case
-    $bs cv compare $rec/$base $rec/cv_segresnet3d --raw --out $rec/cv_segresnet3d/compare_raw_$base
-    $bs cv compare $rec/$base $rec/cv_segresnet3d --out $rec/cv_segresnet3d/compare_pp_$base
-done
+record_partial "$s3" cv_segresnet3d   # against stage 1's fold 0 (the same CPU time) and bundle 0.12.0
 # stage 8 (experiment, not shipped; see docs/experiments_notes.md): capacity, stage 1's recipe at twice the width
 # (configs/unet25d_pool_wide.yaml, 6.50 M parameters) on folds 0 and 1; judged against stage 1 on the same held-out cases
 wide=runs/unet25d_pool_wide
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_wide.yaml --folds 0,1 --out "$wide" --root extra="$extra" --quiet
-$bs cv score "$wide" --root extra="$extra"
-record_scores "$wide" $rec/cv_wide
-record_folds "$wide" $rec/cv_wide summary.json config.yaml metrics.csv curves.png
-for base in cv cv_soup_et_case_views; do   # stage 1 (the same recipe at width 16) and bundle 0.12.0, case by case
-    $bs cv compare $rec/$base $rec/cv_wide --raw --out $rec/cv_wide/compare_raw_$base
-    $bs cv compare $rec/$base $rec/cv_wide --out $rec/cv_wide/compare_pp_$base
-done
+record_partial "$wide" cv_wide        # against stage 1 (the same recipe at width 16) and bundle 0.12.0

@@ -170,6 +170,7 @@ class RunClock:
     def __init__(self):
         self.wall0, self.cpu0 = time.time(), time.process_time()
         self.saved_minutes = self.saved_cpu_minutes = 0.0
+        self.cpu_unrecorded_epochs = 0  # epochs before a resume from a checkpoint without the clock
 
     def minutes(self) -> float:
         return self.saved_minutes + (time.time() - self.wall0) / 60
@@ -262,14 +263,14 @@ def write_out_of_fold(eval_net, items, cache, out: Path, dev, inferer=None) -> N
 
     Args:
         inferer: how ``eval_net`` reads a whole volume (a MONAI inferer, e.g. the sliding
-            windows of a 3D config's ``val_inferer``); default: one call on the volume.
+            windows of a 3D config's ``val_inferer``); default: ``SimpleInferer``, one call.
     """
+    inferer = inferer or SimpleInferer()
     out.mkdir(parents=True, exist_ok=True)
     eval_net.eval()
     for it, img, lab in zip(items, cache.images, cache.labels):
         x = img[None].float().to(dev)
-        logits = inferer(x, eval_net) if inferer is not None else eval_net(x)
-        prob = torch.sigmoid(logits)[0].float().cpu()
+        prob = torch.sigmoid(inferer(x, eval_net))[0].float().cpu()
         q = (prob * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
         tmp = out / f".{it['case']}.{os.getpid()}.npz"
         np.savez_compressed(tmp, prob=q, label=lab.numpy(), case=it["case"], source=it.get("source", ""))
@@ -481,7 +482,7 @@ class TrainingRun:
         before the run clock was saved, everything but the clock, whose wall minutes then
         come from the metrics log's row of the checkpoint's epoch (its CPU minutes were not
         recorded, and the summary says so)."""
-        saved = torch.load(self.resume, map_location="cpu", weights_only=True)
+        saved = torch.load(self.resume, map_location="cpu", weights_only=True, mmap=True)  # a peek: tensors stay on disk
         if "clock" in saved:
             return ckpt
         state = saved["trainer"]  # Ignite's engine state: the epoch, or the iteration and epoch length
@@ -489,7 +490,7 @@ class TrainingRun:
         row = next((r for r in self.log.rows if r["epoch"] == epoch), None)
         if row is not None:
             self.clock.saved_minutes = float(row["minutes"])
-        self.cpu_unrecorded_epochs = epoch
+        self.clock.cpu_unrecorded_epochs = epoch
         logger.warning("%s: the checkpoint predates the run clock; CPU minutes of epochs 1-%d are not counted", self.resume, epoch)
         return {k: v for k, v in ckpt.items() if k != "clock"}
 
@@ -523,8 +524,8 @@ class TrainingRun:
             "best_model": str(out_dir / "best_model.pt"),
             "params": sum(p.numel() for p in net.parameters()),
         }
-        if getattr(self, "cpu_unrecorded_epochs", 0):
-            summary["cpu_minutes_unrecorded_epochs"] = self.cpu_unrecorded_epochs
+        if self.clock.cpu_unrecorded_epochs:
+            summary["cpu_minutes_unrecorded_epochs"] = self.clock.cpu_unrecorded_epochs
         summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
         if self.main_rank:
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
