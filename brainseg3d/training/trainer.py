@@ -90,7 +90,7 @@ def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides
 #: the keys an experiment config may set: top level, and inside its ``data`` and ``train`` blocks
 CONFIG_KEYS = {
     "": {"_meta_", "name", "mode", "k", "views", "seed", "divisible", "network", "data", "augmentation", "train", "loss", "optimizer", "lr_scheduler", "val_inferer"},
-    "data": {"datalist", "dataset_dir", "fold", "roots", "normalize", "patch", "tumour_ratio", "case_balance"},
+    "data": {"datalist", "dataset_dir", "fold", "roots", "normalize", "patch", "tumour_ratio", "case_balance", "source_weights"},
     "train": {"batch_size", "lr", "weight_decay", "max_epochs", "max_minutes", "max_cpu_minutes", "val_interval", "bf16", "encoder_weights", "init_weights"},
 }
 
@@ -369,7 +369,8 @@ class TrainingRun:
         aug = Compose(self.parser.get_parsed_content("augmentation")) if "augmentation" in self.parser.get() else augmentation(self.mode, self.patch)
         if self.mode == "2.5d":
             self.tr_ds = SliceDataset(tr_cache, k=self.k, tumour_ratio=data_cfg.get("tumour_ratio", 0.7), transform=aug, seed=seed,
-                                      views=self.views, case_balance=bool(data_cfg.get("case_balance", False)))
+                                      views=self.views, case_balance=bool(data_cfg.get("case_balance", False)),
+                                      sources=[it.get("source", "") for it in tr_items], source_weights=data_cfg.get("source_weights"))
         else:
             self.tr_ds = Dataset([{"image": i, "label": y} for i, y in zip(tr_cache.images, tr_cache.labels)], transform=aug)
         gen = torch.Generator().manual_seed(seed)

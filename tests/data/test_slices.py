@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from brainseg3d.data.slices import SliceDataset, VolumeCache
@@ -67,6 +68,34 @@ def test_case_balance_draws_as_many_tumour_slices_from_each_case():
     first = list(balanced.index)
     balanced.resample(7)
     assert balanced.index == first  # deterministic per epoch
+
+
+def test_source_weights_draw_a_source_s_cases_more_often():
+    img, small = _volumes()  # tumour on 2 slices
+    large = torch.zeros_like(small)
+    large[0, 3:5, 3:5, 1:9] = 1  # tumour on 8 slices
+    cache = _Cache([img, img, img], [small, large, small])
+    sources = ["adult", "africa", "africa"]
+    plain = SliceDataset(cache, k=0, tumour_ratio=0.5, seed=0, sources=sources)
+    weighted = SliceDataset(cache, k=0, tumour_ratio=0.5, seed=0, sources=sources, source_weights={"adult": 6})
+    assert weighted.background == plain.background and len(weighted) == len(plain)  # same epoch length
+    for epoch in range(3):
+        weighted.resample(epoch)
+        tumour = weighted.index[: len(weighted.tumour)]
+        # 12 tumour slices; shares 2 * 6 : 8 : 2 = 12 : 8 : 2 of 22, scaled to 12: 6.5 -> 7 (rounded), 4.4 -> 4, 1.1 -> 1
+        assert [sum(v == case for v, _, _ in tumour) for case in range(3)] == [round(12 * 12 / 22), round(8 * 12 / 22), round(2 * 12 / 22)]
+        assert {z for v, _, z in tumour if v == 0} == {3, 4}  # the adult case's 2 slices drawn again, nothing else
+    balanced = SliceDataset(cache, k=0, tumour_ratio=0.5, seed=0, sources=sources, source_weights={"adult": 2}, case_balance=True)
+    tumour = balanced.index[: len(balanced.tumour)]
+    assert [sum(v == case for v, _, _ in tumour) for case in range(3)] == [6, 3, 3]  # equal shares 4 : 4 : 4, adult doubled
+    same = SliceDataset(cache, k=0, tumour_ratio=0.5, seed=0, sources=sources, source_weights={"adult": 1, "africa": 1})
+    assert sorted(same.index[: len(same.tumour)]) == sorted(plain.tumour)  # equal weights: every tumour slice once
+    with pytest.raises(ValueError, match="no volume has"):
+        SliceDataset(cache, k=0, sources=sources, source_weights={"adlut": 2})
+    with pytest.raises(ValueError, match="sources"):
+        SliceDataset(cache, k=0, source_weights={"adult": 2})
+    with pytest.raises(ValueError, match="negative"):
+        SliceDataset(cache, k=0, sources=sources, source_weights={"adult": -1})
 
 
 def test_slice_matches_volume_neighbours():

@@ -125,13 +125,31 @@ class SliceDataset(Dataset):
             replacement where a case has fewer), as nnU-Net samples cases uniformly, instead of
             every tumour slice once (where a large tumour gives many more slices than a small
             one). The epoch keeps its length.
+        sources: the source of each volume (e.g. ``"adult"``, ``"africa"``: the datalist's
+            ``source``), read with ``source_weights``.
+        source_weights: source -> weight of its cases' tumour slices in the epoch's draw (a
+            source missing from it weighs 1). Each case's share of the tumour slices (its own
+            count, or an equal share with ``case_balance``) is multiplied by its source's weight,
+            and the shares are scaled back to the epoch's number of tumour slices: ``{"adult":
+            2}`` draws an adult case's slices twice as often as before against the others (with
+            replacement where a case has fewer). The epoch keeps its length.
     """
 
     def __init__(self, volumes: Sequence[dict], k: int = 1, tumour_ratio: Optional[float] = 0.7, transform=None, seed: int = 0,
-                 views: str | Sequence[str] = "axial", case_balance: bool = False):
+                 views: str | Sequence[str] = "axial", case_balance: bool = False, sources: Optional[Sequence[str]] = None,
+                 source_weights: Optional[dict] = None):
         views = as_views(views)
         self.volumes, self.k, self.tumour_ratio, self.transform, self.seed = volumes, int(k), tumour_ratio, transform, int(seed)
         self.views, self.case_balance = views, bool(case_balance)
+        self.source_weights = {str(s): float(w) for s, w in (source_weights or {}).items()}
+        if any(w < 0 for w in self.source_weights.values()):
+            raise ValueError(f"source_weights must not be negative, got {self.source_weights}")
+        if self.source_weights and (sources is None or len(sources) != len(volumes)):
+            raise ValueError("source_weights needs the source of every volume (sources)")
+        unknown = set(self.source_weights) - set(sources or [])
+        if unknown:
+            raise ValueError(f"source_weights names sources no volume has: {sorted(unknown)} (the volumes' sources: {sorted(set(sources or []))})")
+        self.sources = list(sources) if sources is not None else None
         self.tumour: list = []  # (volume, sliced axis of [C, X, Y, Z], slice)
         self.background: list = []
         for v in range(len(volumes)):
@@ -154,7 +172,7 @@ class SliceDataset(Dataset):
     def resample(self, epoch: int = 0) -> None:
         """Draw the slices of an epoch (deterministic for ``seed`` and ``epoch``)."""
         rng = np.random.default_rng(self.seed + int(epoch))
-        tumour = self._balanced_tumour(rng) if self.case_balance else self.tumour
+        tumour = self._balanced_tumour(rng) if self.case_balance or self.source_weights else self.tumour
         if self.tumour_ratio is None or not self.tumour:
             self.index = tumour + self.background
             return
@@ -163,16 +181,21 @@ class SliceDataset(Dataset):
         self.index = tumour + [self.background[i] for i in sorted(pick)]
 
     def _balanced_tumour(self, rng: np.random.Generator) -> list:
-        """As many tumour slices as there are, the same number from every case that has any."""
+        """As many tumour slices as there are, drawn from each case with tumour in proportion to
+        its share: the same for every case (``case_balance``) or its own count, times its
+        source's weight."""
         by_case: dict = {}
         for entry in self.tumour:
             by_case.setdefault(entry[0], []).append(entry)
         if not by_case:
             return []
-        n = int(round(len(self.tumour) / len(by_case)))
+        total = len(self.tumour)
+        share = {v: (total / len(by_case) if self.case_balance else len(own)) * self.source_weights.get(self.sources[v] if self.sources else "", 1.0)
+                 for v, own in by_case.items()}
+        scale = total / sum(share.values()) if sum(share.values()) > 0 else 0.0
         drawn = []
         for v in sorted(by_case):
-            own = by_case[v]
+            own, n = by_case[v], int(round(share[v] * scale))
             pick = rng.choice(len(own), size=n, replace=len(own) < n)
             drawn += [own[i] for i in sorted(pick)]
         return drawn
