@@ -227,7 +227,8 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
 
     Raises:
         FileNotFoundError: no ``fold*/config.yaml``.
-        ValueError: the run is not a 2.5D run (the bundle trains 2.5D).
+        ValueError: the run is not a 2.5D run (the bundle trains 2.5D), or it drew slices by
+            source (``data#source_weights``, which train.json does not express).
     """
     import yaml
 
@@ -244,6 +245,8 @@ def recipe_from_run(run: str | os.PathLike) -> tuple[dict, Path | None]:
         cfg = yaml.safe_load(path.read_text())
         if cfg.get("mode", "2.5d") != "2.5d":
             raise ValueError(f"{path}: mode {cfg.get('mode')!r}; the bundle's train.json trains 2.5D")
+        if (cfg.get("data") or {}).get("source_weights"):  # a key train.json cannot express: refuse rather than drop it
+            raise ValueError(f"{path}: data#source_weights; the bundle's train.json draws slices without regard to source")
         values = {}
         for key, where in RECIPE_KEYS.items():
             node = cfg

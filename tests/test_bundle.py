@@ -195,6 +195,10 @@ def test_cv_export_writes_the_runs_own_architecture(tmp_path):
     with torch.no_grad():
         out = net(torch.rand(1, 4, 32, 32, 6))
     assert out.shape == (1, 3, 32, 32, 6)
+    path = run / "fold0" / "config.yaml"  # slices drawn by source: train.json cannot say so, so no recipe
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "data": {"source_weights": {"adult": 2.0}}}))
+    with pytest.raises(ValueError, match="source_weights"):
+        recipe_from_run(run)
     (run / "fold1" / "config.yaml").write_text(yaml.safe_dump({"k": 1, "network": net_cfg}))
     with pytest.raises(ValueError, match="different networks or K"):
         network_from_run(run)
