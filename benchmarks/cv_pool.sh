@@ -8,7 +8,7 @@
 # repository; never commit them); RUN_DIR: the CV run (default runs/unet25d_pool_long). Every step is
 # resumable: extraction keeps files already there, `cv train` resumes a fold from its last epoch
 # checkpoint and skips finished folds. 2-core CPU: about 60-70 minutes per fold (16 epochs), then about
-# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4, 10 for stage 5 and 8 for stage 6 (3 epochs each); stage 7 (one 3D fold) about 70; stage 8 (the wide U-Net) about 60 per fold.
+# 14 minutes per fold for stage 2 (4 epochs), 12 for stage 3 (3 epochs), 12 for stage 4, 10 for stage 5 and 8 for stage 6 (3 epochs each); stage 7 (one 3D fold) about 70; stage 8 (the wide U-Net) about 60 per fold; stage 9 about 8 per fold and continuation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
@@ -145,3 +145,11 @@ record_partial "$s3" cv_segresnet3d   # against stage 1's fold 0 (the same CPU t
 wide=runs/unet25d_pool_wide
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_wide.yaml --folds 0,1 --out "$wide" --root extra="$extra" --quiet
 record_partial "$wide" cv_wide        # against stage 1 (the same recipe at width 16) and bundle 0.12.0
+# stage 9 (experiments, not shipped; see docs/experiments_notes.md), over bundle 0.12.0's members:
+# (a) source rebalancing: 3 more epochs drawing the adult cases' tumour slices twice as often (configs/unet25d_pool_src.yaml),
+#     its soup with the member in three views, against 0.12.0
+src=runs/unet25d_pool_src
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_src.yaml --out "$src" --root extra="$extra" --quiet
+$bs cv average runs/soup_et_case_members "$src" --out ${run}_soup_src --name unet25d_pool_soup_src
+record_soup ${run}_soup_src cv_soup_src_views cv_soup_et_case_views
+record_folds "$src" $rec/cv_src summary.json config.yaml metrics.csv curves.png
