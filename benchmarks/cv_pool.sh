@@ -153,3 +153,13 @@ $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/un
 $bs cv average runs/soup_et_case_members "$src" --out ${run}_soup_src --name unet25d_pool_soup_src
 record_soup ${run}_soup_src cv_soup_src_views cv_soup_et_case_views
 record_folds "$src" $rec/cv_src summary.json config.yaml metrics.csv curves.png
+# (b) a view soup: 3 more epochs on coronal slices and, apart, on sagittal slices (configs/unet25d_pool_cor.yaml,
+#     configs/unet25d_pool_sag.yaml), averaged with the member into one network per fold, read in three views, against 0.12.0
+cor=runs/unet25d_pool_cor; sag=runs/unet25d_pool_sag
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_cor.yaml --out "$cor" --root extra="$extra" --quiet
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_sag.yaml --out "$sag" --root extra="$extra" --quiet
+$bs cv average runs/soup_et_case_members "$sag" "$cor" --out ${run}_soup_views --name unet25d_pool_soup_views
+record_soup ${run}_soup_views cv_soup_views_views cv_soup_et_case_views
+for pair in "$cor":cv_cor "$sag":cv_sag; do   # the trained runs: logs and curves
+    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
+done

@@ -527,8 +527,8 @@ def _network_text(cfg: dict) -> str:
     if cfg.get("mode", "2.5d") == "3d":
         width = net.get("channels") or f"init_filters {net.get('init_filters', '?')}"
         return f"{name} 3D {width}, patch {'x'.join(map(str, cfg.get('data', {}).get('patch', [])))}"
-    views = cfg.get("views", "axial")
-    trained_on = f", trained on {'+'.join(views)}" if views not in ("axial", ["axial"]) else ""
+    views = list(ensure_tuple(cfg.get("views", "axial")))  # a name or a list of names
+    trained_on = f", trained on {'+'.join(views)}" if views != ["axial"] else ""
     return f"{name} {net.get('channels', '')}, K={cfg.get('k', '?')}{trained_on}"
 
 

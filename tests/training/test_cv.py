@@ -379,3 +379,12 @@ def test_cv_average_widens_members_with_fewer_neighbour_slices(tmp_path):
     with pytest.raises(SystemExit, match="widest run last"):  # the recipe would be the narrower run's
         main(["cv", "average", str(k1), str(k0), "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_network_text_names_the_views_a_model_was_trained_on():
+    from brainseg3d.training.cv import _network_text
+
+    net = {"_target_": "monai.networks.nets.UNet", "channels": [16, 32]}
+    assert _network_text({"network": net, "k": 1}) == "UNet [16, 32], K=1"
+    assert _network_text({"network": net, "k": 1, "views": "coronal"}).endswith(", trained on coronal")  # not c+o+r+o+n+a+l
+    assert _network_text({"network": net, "k": 1, "views": ["axial", "sagittal"]}).endswith(", trained on axial+sagittal")
