@@ -116,7 +116,7 @@ record_soup ${run}_soup_et_case cv_soup_et_case_views cv_soup3_views
 for pair in "$et":cv_et "$c1":cv_case_s1; do   # the trained runs: logs and curves
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
 done
-# the shipped bundle (0.12.0): the stage-5 soup of all three replaces stage 4's export and calibration above
+# bundle 0.12.0: the stage-5 soup of all three replaces stage 4's export and calibration above
 cp ${run}_soup_et_case_views/postprocessing.json ${run}_soup_et_case/
 $bs cv export ${run}_soup_et_case --views axial,coronal,sagittal
 $bs cv quality ${run}_soup_et_case_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup_et_case_views
@@ -145,7 +145,7 @@ record_partial "$s3" cv_segresnet3d   # against stage 1's fold 0 (the same CPU t
 wide=runs/unet25d_pool_wide
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_wide.yaml --folds 0,1 --out "$wide" --root extra="$extra" --quiet
 record_partial "$wide" cv_wide        # against stage 1 (the same recipe at width 16) and bundle 0.12.0
-# stage 9 (experiments, not shipped; see docs/experiments_notes.md), over bundle 0.12.0's members:
+# stage 9 (experiments; (b) is bundle 0.13.0; see docs/experiments_notes.md), over bundle 0.12.0's members:
 # (a) source rebalancing: 3 more epochs drawing the adult cases' tumour slices twice as often (configs/unet25d_pool_src.yaml),
 #     its soup with the member in three views, against 0.12.0
 src=runs/unet25d_pool_src
@@ -153,7 +153,7 @@ $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/un
 $bs cv average runs/soup_et_case_members "$src" --out ${run}_soup_src --name unet25d_pool_soup_src
 record_soup ${run}_soup_src cv_soup_src_views cv_soup_et_case_views
 record_folds "$src" $rec/cv_src summary.json config.yaml metrics.csv curves.png
-# (b) a view soup: 3 more epochs on coronal slices and, apart, on sagittal slices (configs/unet25d_pool_cor.yaml,
+# (b) a view soup (bundle 0.13.0): 3 more epochs on coronal slices and, apart, on sagittal slices (configs/unet25d_pool_cor.yaml,
 #     configs/unet25d_pool_sag.yaml), averaged with the member into one network per fold, read in three views, against 0.12.0
 cor=runs/unet25d_pool_cor; sag=runs/unet25d_pool_sag
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_cor.yaml --out "$cor" --root extra="$extra" --quiet
@@ -163,3 +163,7 @@ record_soup ${run}_soup_views cv_soup_views_views cv_soup_et_case_views
 for pair in "$cor":cv_cor "$sag":cv_sag; do   # the trained runs: logs and curves
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
 done
+# the shipped bundle (0.13.0): the stage-9b view soup replaces 0.12.0's export and calibration above
+cp ${run}_soup_views_views/postprocessing.json ${run}_soup_views/
+$bs cv export ${run}_soup_views --views axial,coronal,sagittal
+$bs cv quality ${run}_soup_views_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup_views_views
