@@ -31,6 +31,15 @@ record_soup() {   # SOUP RECORD BASELINE: score SOUP in three views, keep the sc
     $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
     $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
 }
+record_trained() {   # RUN:RECORD...: each trained run's logs and curves into its record
+    local pair
+    for pair in "$@"; do record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png; done
+}
+ship() {   # SOUP RECORD: SOUP (scored in three views as SOUP_views) becomes the bundle's ensemble, its quality calibration refitted
+    cp "$1"_views/postprocessing.json "$1"/
+    $bs cv export "$1" --views axial,coronal,sagittal
+    $bs cv quality "$1"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/$2
+}
 record_partial() {   # RUN RECORD: score a run of some folds, keep its scores and logs in RECORD, compare case by case with stage 1 and 0.12.0
     local dest=$rec/$2 base
     $bs cv score "$1" --root extra="$extra"
@@ -85,15 +94,13 @@ for f in "$ft"/fold*; do
     cp "$f"/summary.json "$f"/config.yaml "$f"/metrics.csv "$f"/curves.png "$d"/
     cp "$f"/summary.json "$f"/config.yaml "$v"/   # the experiments table reads the recipe beside each record
 done
-record_folds "$st" $rec/cv_bce_views summary.json config.yaml metrics.csv curves.png
+record_trained "$st":cv_bce_views
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --raw --out $rec/cv_bce_views/compare_raw   # stage 3 against stage 2, case by case
 $bs cv compare $rec/cv_ft_views $rec/cv_bce_views --out $rec/cv_bce_views/compare_pp
 for pair in "$cs"_views:cv_case_views ${run}_soup_views:cv_soup_views "$sp"_views:cv_soup3_views; do
     record_scores "${pair%%:*}" $rec/${pair##*:}
 done
-for pair in "$cs":cv_case_views "$sl":cv_slice; do   # the trained runs: logs and curves
-    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
-done
+record_trained "$cs":cv_case_views "$sl":cv_slice
 for pair in ${run}_soup:cv_soup_views "$sp":cv_soup3_views; do   # the soups: their recipe and ingredients
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml
 done
@@ -113,13 +120,9 @@ $bs cv average runs/soup3_members "$et" --out ${run}_soup_et --name unet25d_pool
 $bs cv average runs/soup3_members "$et" "$c1" --out ${run}_soup_et_case --name unet25d_pool_soup_et_case
 record_soup ${run}_soup_et cv_soup_et_views cv_soup3_views             # against bundle 0.11.0
 record_soup ${run}_soup_et_case cv_soup_et_case_views cv_soup3_views
-for pair in "$et":cv_et "$c1":cv_case_s1; do   # the trained runs: logs and curves
-    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
-done
+record_trained "$et":cv_et "$c1":cv_case_s1
 # bundle 0.12.0: the stage-5 soup of all three replaces stage 4's export and calibration above
-cp ${run}_soup_et_case_views/postprocessing.json ${run}_soup_et_case/
-$bs cv export ${run}_soup_et_case --views axial,coronal,sagittal
-$bs cv quality ${run}_soup_et_case_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup_et_case_views
+ship ${run}_soup_et_case cv_soup_et_case_views
 # stage 6 (experiment, not shipped; see docs/experiments_notes.md): each fold's 0.12.0 member widened to K = 2 neighbour
 # slices and trained 3 more epochs twice (configs/unet25d_pool_k2soup.yaml; with case balance, configs/unet25d_pool_k2case.yaml);
 # soups with the member (cv average widens it to K = 2 with zero weights on the new slices)
@@ -132,9 +135,7 @@ $bs cv average runs/soup_et_case_members "$k2" --out ${run}_soup_k2 --name unet2
 $bs cv average runs/soup_et_case_members "$k2" "$k2c" --out ${run}_soup_k2_case --name unet25d_pool_soup_k2_case
 record_soup ${run}_soup_k2 cv_soup_k2_views cv_soup_et_case_views         # against bundle 0.12.0
 record_soup ${run}_soup_k2_case cv_soup_k2_case_views cv_soup_et_case_views
-for pair in "$k2":cv_k2soup "$k2c":cv_k2case; do   # the trained runs: logs and curves
-    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
-done
+record_trained "$k2":cv_k2soup "$k2c":cv_k2case
 # stage 7 (experiment, not shipped; see docs/experiments_notes.md): the 3D reference (SegResNet, configs/segresnet3d_pool.yaml)
 # on fold 0, trained for the CPU time stage 1 gave fold 0; judged against the 2.5D models on the same 12 held-out cases
 s3=runs/segresnet3d_pool
@@ -152,7 +153,7 @@ src=runs/unet25d_pool_src
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_src.yaml --out "$src" --root extra="$extra" --quiet
 $bs cv average runs/soup_et_case_members "$src" --out ${run}_soup_src --name unet25d_pool_soup_src
 record_soup ${run}_soup_src cv_soup_src_views cv_soup_et_case_views
-record_folds "$src" $rec/cv_src summary.json config.yaml metrics.csv curves.png
+record_trained "$src":cv_src
 # (b) a view soup (bundle 0.13.0): 3 more epochs on coronal slices and, apart, on sagittal slices (configs/unet25d_pool_cor.yaml,
 #     configs/unet25d_pool_sag.yaml), averaged with the member into one network per fold, read in three views, against 0.12.0
 cor=runs/unet25d_pool_cor; sag=runs/unet25d_pool_sag
@@ -160,10 +161,6 @@ $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/un
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_sag.yaml --out "$sag" --root extra="$extra" --quiet
 $bs cv average runs/soup_et_case_members "$sag" "$cor" --out ${run}_soup_views --name unet25d_pool_soup_views
 record_soup ${run}_soup_views cv_soup_views_views cv_soup_et_case_views
-for pair in "$cor":cv_cor "$sag":cv_sag; do   # the trained runs: logs and curves
-    record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png
-done
+record_trained "$cor":cv_cor "$sag":cv_sag
 # the shipped bundle (0.13.0): the stage-9b view soup replaces 0.12.0's export and calibration above
-cp ${run}_soup_views_views/postprocessing.json ${run}_soup_views/
-$bs cv export ${run}_soup_views --views axial,coronal,sagittal
-$bs cv quality ${run}_soup_views_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup_views_views
+ship ${run}_soup_views cv_soup_views_views
