@@ -519,17 +519,26 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _network_text(cfg: dict) -> str:
+def _network_text(cfg: dict, soup: int = 0) -> str:
     """The network column of the experiments table: a 2.5D network's class, widths and neighbour
-    slices (and the views it was trained on); a 3D one's class, width and patch."""
+    slices (and the views it was trained on); a 3D one's class, width and patch.
+
+    Args:
+        cfg: the run's config (for a soup, that of its last ingredient, as ``cv average`` keeps it).
+        soup: how many runs' weights were averaged (``cv average``); 0 for a trained run. A soup's
+            config is its last ingredient's only, so the text says so rather than name that
+            ingredient's views as the soup's.
+    """
     net = cfg.get("network", {})
     name = str(net.get("_target_", "?")).rsplit(".", 1)[-1]
     if cfg.get("mode", "2.5d") == "3d":
         width = net.get("channels") or f"init_filters {net.get('init_filters', '?')}"
         return f"{name} 3D {width}, patch {'x'.join(map(str, cfg.get('data', {}).get('patch', [])))}"
     views = list(ensure_tuple(cfg.get("views", "axial")))  # a name or a list of names
-    trained_on = f", trained on {'+'.join(views)}" if views != ["axial"] else ""
-    return f"{name} {net.get('channels', '')}, K={cfg.get('k', '?')}{trained_on}"
+    trained_on = f"trained on {'+'.join(views)}" if views != ["axial"] else ""
+    if soup:
+        trained_on = f"soup of {soup} runs" + (f" (the last {trained_on})" if trained_on else "")
+    return f"{name} {net.get('channels', '')}, K={cfg.get('k', '?')}" + (f", {trained_on}" if trained_on else "")
 
 
 def _run_facts(run: Path) -> dict:
@@ -545,7 +554,7 @@ def _run_facts(run: Path) -> dict:
     return {
         # a run whose folds come from different recipes (e.g. one fold retrained longer) says so
         "name": names[0] if len(names) == 1 else f"{run.name} (folds: {' / '.join(s.get('name', '?') for s in summaries)})",
-        "network": _network_text(cfg),
+        "network": _network_text(cfg, soup=max((len(s.get("averaged_from") or []) for s in summaries), default=0)),
         "params": summaries[0]["params"] if summaries else None,
         "epochs": (epochs[0] if len(set(epochs)) == 1 else "/".join(map(str, epochs))) if epochs else None,
         "iterations": sum(s["iterations"] for s in summaries),

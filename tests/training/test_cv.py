@@ -388,3 +388,6 @@ def test_network_text_names_the_views_a_model_was_trained_on():
     assert _network_text({"network": net, "k": 1}) == "UNet [16, 32], K=1"
     assert _network_text({"network": net, "k": 1, "views": "coronal"}).endswith(", trained on coronal")  # not c+o+r+o+n+a+l
     assert _network_text({"network": net, "k": 1, "views": ["axial", "sagittal"]}).endswith(", trained on axial+sagittal")
+    # a soup (cv average) keeps its last ingredient's config only: the text says it is a soup, not "trained on coronal"
+    assert _network_text({"network": net, "k": 1, "views": "coronal"}, soup=3) == "UNet [16, 32], K=1, soup of 3 runs (the last trained on coronal)"
+    assert _network_text({"network": net, "k": 1}, soup=2) == "UNet [16, 32], K=1, soup of 2 runs"
