@@ -173,3 +173,9 @@ $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/un
 $bs cv average ${run}_soup_views "$sag2" "$cor2" --out ${run}_soup_views2 --name unet25d_pool_soup_views2
 record_soup ${run}_soup_views2 cv_soup_views2_views cv_soup_views_views
 record_trained "$cor2":cv_cor2 "$sag2":cv_sag2
+# (b) the axial third (configs/unet25d_pool_ax2.yaml), all three averaged with the 0.13.0 member (a candidate for the next bundle)
+ax2=runs/unet25d_pool_ax2
+$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_ax2.yaml --out "$ax2" --root extra="$extra" --quiet
+$bs cv average ${run}_soup_views "$ax2" "$sag2" "$cor2" --out ${run}_soup_views3 --name unet25d_pool_soup_views3
+record_soup ${run}_soup_views3 cv_soup_views3_views cv_soup_views_views
+record_trained "$ax2":cv_ax2
