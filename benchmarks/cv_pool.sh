@@ -40,6 +40,9 @@ ship() {   # SOUP RECORD: SOUP (scored in three views as SOUP_views) becomes the
     $bs cv export "$1" --views axial,coronal,sagittal
     $bs cv quality "$1"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/$2
 }
+continue_over_bce() {   # CONFIG OUT: a 3-epoch continuation, CONFIG read over stage 3's configs (it names the weights it starts from)
+    $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml "$1" --out "$2" --root extra="$extra" --quiet
+}
 record_partial() {   # RUN RECORD: score a run of some folds, keep its scores and logs in RECORD, compare case by case with stage 1 and 0.12.0
     local dest=$rec/$2 base
     $bs cv score "$1" --root extra="$extra"
@@ -74,8 +77,8 @@ members "$st" runs/bce_members
 # (configs/unet25d_pool_case.yaml) and with half batch, half per-slice Dice (configs/unet25d_pool_slice.yaml);
 # then, fold by fold, the mean of the three models' weights (a model soup: one network per fold)
 cs=${run}_case; sl=${run}_slice
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_case.yaml --out "$cs" --root extra="$extra" --quiet
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_slice.yaml --out "$sl" --root extra="$extra" --quiet
+continue_over_bce configs/unet25d_pool_case.yaml "$cs"
+continue_over_bce configs/unet25d_pool_slice.yaml "$sl"
 $bs cv score "$cs" --views axial,coronal,sagittal --root extra="$extra" --out "$cs"_views  # case balance alone: docs/training/cv_case_views
 $bs cv average runs/bce_members "$cs" --out ${run}_soup --name unet25d_pool_soup  # stage 3 + case balance: docs/training/cv_soup_views
 $bs cv score ${run}_soup --views axial,coronal,sagittal --root extra="$extra" --out ${run}_soup_views
@@ -113,7 +116,7 @@ $bs cv quality "$sp"_views --bundle bundles/brats_mri_2p5d_segmentation --out $r
 # region-weighted loss (configs/unet25d_pool_et.yaml) and with case balance again (seed 1); soups with the member
 members "$sp" runs/soup3_members
 et=${run}_et; c1=${run}_case_s1
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_et.yaml --out "$et" --root extra="$extra" --quiet
+continue_over_bce configs/unet25d_pool_et.yaml "$et"
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_case.yaml \
     --set seed=1 --set 'train#init_weights=runs/soup3_members/fold{fold}/final_model.pt' --out "$c1" --root extra="$extra" --quiet
 $bs cv average runs/soup3_members "$et" --out ${run}_soup_et --name unet25d_pool_soup_et
@@ -128,7 +131,7 @@ ship ${run}_soup_et_case cv_soup_et_case_views
 # soups with the member (cv average widens it to K = 2 with zero weights on the new slices)
 members ${run}_soup_et_case runs/soup_et_case_members
 k2=${run}_k2soup; k2c=${run}_k2case
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_k2soup.yaml --out "$k2" --root extra="$extra" --quiet
+continue_over_bce configs/unet25d_pool_k2soup.yaml "$k2"
 $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_k2soup.yaml \
     configs/unet25d_pool_k2case.yaml --out "$k2c" --root extra="$extra" --quiet
 $bs cv average runs/soup_et_case_members "$k2" --out ${run}_soup_k2 --name unet25d_pool_soup_k2
@@ -150,15 +153,15 @@ record_partial "$wide" cv_wide        # against stage 1 (the same recipe at widt
 # (a) source rebalancing: 3 more epochs drawing the adult cases' tumour slices twice as often (configs/unet25d_pool_src.yaml),
 #     its soup with the member in three views, against 0.12.0
 src=runs/unet25d_pool_src
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_src.yaml --out "$src" --root extra="$extra" --quiet
+continue_over_bce configs/unet25d_pool_src.yaml "$src"
 $bs cv average runs/soup_et_case_members "$src" --out ${run}_soup_src --name unet25d_pool_soup_src
 record_soup ${run}_soup_src cv_soup_src_views cv_soup_et_case_views
 record_trained "$src":cv_src
 # (b) a view soup (bundle 0.13.0): 3 more epochs on coronal slices and, apart, on sagittal slices (configs/unet25d_pool_cor.yaml,
 #     configs/unet25d_pool_sag.yaml), averaged with the member into one network per fold, read in three views, against 0.12.0
 cor=runs/unet25d_pool_cor; sag=runs/unet25d_pool_sag
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_cor.yaml --out "$cor" --root extra="$extra" --quiet
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_sag.yaml --out "$sag" --root extra="$extra" --quiet
+continue_over_bce configs/unet25d_pool_cor.yaml "$cor"
+continue_over_bce configs/unet25d_pool_sag.yaml "$sag"
 $bs cv average runs/soup_et_case_members "$sag" "$cor" --out ${run}_soup_views --name unet25d_pool_soup_views
 record_soup ${run}_soup_views cv_soup_views_views cv_soup_et_case_views
 record_trained "$cor":cv_cor "$sag":cv_sag
@@ -168,14 +171,14 @@ ship ${run}_soup_views cv_soup_views_views
 # member (the stage-9b soup) trained 3 more epochs on coronal and, apart, on sagittal slices (configs/unet25d_pool_cor2.yaml,
 # configs/unet25d_pool_sag2.yaml), averaged with it, read in three views, against 0.13.0
 cor2=runs/unet25d_pool_cor2; sag2=runs/unet25d_pool_sag2
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_cor2.yaml --out "$cor2" --root extra="$extra" --quiet
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_sag2.yaml --out "$sag2" --root extra="$extra" --quiet
+continue_over_bce configs/unet25d_pool_cor2.yaml "$cor2"
+continue_over_bce configs/unet25d_pool_sag2.yaml "$sag2"
 $bs cv average ${run}_soup_views "$sag2" "$cor2" --out ${run}_soup_views2 --name unet25d_pool_soup_views2
 record_soup ${run}_soup_views2 cv_soup_views2_views cv_soup_views_views
 record_trained "$cor2":cv_cor2 "$sag2":cv_sag2
 # (b) the axial third (configs/unet25d_pool_ax2.yaml), all three averaged with the 0.13.0 member (a candidate for the next bundle)
 ax2=runs/unet25d_pool_ax2
-$bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml configs/unet25d_pool_ax2.yaml --out "$ax2" --root extra="$extra" --quiet
+continue_over_bce configs/unet25d_pool_ax2.yaml "$ax2"
 $bs cv average ${run}_soup_views "$ax2" "$sag2" "$cor2" --out ${run}_soup_views3 --name unet25d_pool_soup_views3
 record_soup ${run}_soup_views3 cv_soup_views3_views cv_soup_views_views
 record_trained "$ax2":cv_ax2
