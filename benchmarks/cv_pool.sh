@@ -13,46 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
 bs=${BRAINSEG3D:-.venv/bin/brainseg3d}
-members() {   # RUN OUT: each fold's final weights as OUT/fold<i>/final_model.pt (what the next stage starts from)
-    for f in "$1"/fold*; do mkdir -p "$2/$(basename "$f")"; cp "$f"/final_model.pt "$2/$(basename "$f")/"; done
-}
-record_folds() {   # RUN RECORD FILE...: those files of each fold of RUN into RECORD/fold<i>/
-    local src=$1 dest=$2 f n; shift 2
-    for f in "$src"/fold*; do mkdir -p "$dest/$(basename "$f")"; for n in "$@"; do cp "$f/$n" "$dest/$(basename "$f")/"; done; done
-}
-record_scores() {   # SCORED RECORD: the scores and post-processing `cv score` wrote in SCORED, into RECORD
-    mkdir -p "$2"; cp "$1"/cv.json "$1"/cv.csv "$1"/cv_raw.csv "$1"/postprocessing.json "$2"/
-}
-record_soup() {   # SOUP RECORD BASELINE: score SOUP in three views, keep the scores and recipe in RECORD, compare with BASELINE case by case
-    local soup=$1 dest=$rec/$2 base=$rec/$3
-    $bs cv score "$soup" --views axial,coronal,sagittal --root extra="$extra" --out "$soup"_views
-    record_scores "$soup"_views "$dest"
-    record_folds "$soup" "$dest" summary.json config.yaml
-    $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
-    $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
-}
-record_trained() {   # RUN:RECORD...: each trained run's logs and curves into its record
-    local pair
-    for pair in "$@"; do record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png; done
-}
-ship() {   # SOUP RECORD: SOUP (scored in three views as SOUP_views) becomes the bundle's ensemble, its quality calibration refitted
-    cp "$1"_views/postprocessing.json "$1"/
-    $bs cv export "$1" --views axial,coronal,sagittal
-    $bs cv quality "$1"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/$2
-}
-continue_over_bce() {   # CONFIG OUT: a 3-epoch continuation, CONFIG read over stage 3's configs (it names the weights it starts from)
-    $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml "$1" --out "$2" --root extra="$extra" --quiet
-}
-record_partial() {   # RUN RECORD: score a run of some folds, keep its scores and logs in RECORD, compare case by case with stage 1 and 0.12.0
-    local dest=$rec/$2 base
-    $bs cv score "$1" --root extra="$extra"
-    record_scores "$1" "$dest"
-    record_folds "$1" "$dest" summary.json config.yaml metrics.csv curves.png
-    for base in cv cv_soup_et_case_views; do
-        $bs cv compare $rec/$base "$dest" --raw --out "$dest"/compare_raw_$base
-        $bs cv compare $rec/$base "$dest" --out "$dest"/compare_pp_$base
-    done
-}
+rec=bundles/brats_mri_2p5d_segmentation/docs/training   # the committed records
+source benchmarks/cv_helpers.sh   # members, record_*, ship, continue_over_bce
 python3 ../shared/data/extra/extract.py "$repos" "$extra"
 # the committed datalist (data_lists/pool60.json) is what this writes; the folds depend only on the case ids
 $bs pool --root brats2018=../shared/data/brats2018 --root extra="$extra" --out "$run/pool60.json"
@@ -88,7 +50,6 @@ $bs cv score "$sp" --views axial,coronal,sagittal --root extra="$extra" --out "$
 cp "$sp"_views/postprocessing.json "$sp"/
 $bs cv export "$sp" --views axial,coronal,sagittal   # the fold models -> bundle (model.pt fp16 + model.ts, train.json recipe, datalist.json)
 # the committed records and the experiments table
-rec=bundles/brats_mri_2p5d_segmentation/docs/training
 record_scores "$ft" $rec/cv_ft
 record_scores "$ft"_views $rec/cv_ft_views
 record_scores "$st"_views $rec/cv_bce_views
@@ -182,3 +143,7 @@ continue_over_bce configs/unet25d_pool_ax2.yaml "$ax2"
 $bs cv average ${run}_soup_views "$ax2" "$sag2" "$cor2" --out ${run}_soup_views3 --name unet25d_pool_soup_views3
 record_soup ${run}_soup_views3 cv_soup_views3_views cv_soup_views_views
 record_trained "$ax2":cv_ax2
+# the shipped bundle (0.14.0): stage 10b's soup replaces 0.13.0's export and calibration above. The weights that ship were made
+# by benchmarks/ship_views3.sh, the same recipe started from the 0.13.0 bundle's stored members on a machine without these runs
+# (records cv_cor2r, cv_sag2r, cv_ax2r, cv_soup_views3r_views)
+ship ${run}_soup_views3 cv_soup_views3_views

@@ -228,7 +228,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.13.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.14.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
@@ -436,7 +436,7 @@ def test_bundle_members_writes_each_member_and_train_json_starts_from_one(bundle
 
 def test_train_json_is_the_shipped_recipe():
     """The recipe in train.json is the one that made the shipped weights: the run configs of the
-    shipped folds (docs/training/cv_soup_views_views/fold*/config.yaml, the loss named as the bundle's
+    shipped folds (docs/training/cv_soup_views3r_views/fold*/config.yaml, the loss named as the bundle's
     copy of the core class) and the package's recipe.yaml (optimizer, schedule); the shipped
     members are a soup (`cv average`), and train.json says so and of which runs."""
     import yaml
@@ -444,7 +444,7 @@ def test_train_json_is_the_shipped_recipe():
     from brainseg3d.bundle import RECIPE_KEYS, recipe_from_run
 
     train = json.loads(TRAIN.read_text())
-    cv = BUNDLE / "docs" / "training" / "cv_soup_views_views"
+    cv = BUNDLE / "docs" / "training" / "cv_soup_views3r_views"
     recipe, _ = recipe_from_run(cv)
     for key in RECIPE_KEYS:
         assert train[key] == recipe[key], key

@@ -1,0 +1,43 @@
+# Shell helpers of the CV pipeline scripts (benchmarks/cv_pool.sh, benchmarks/ship_views3.sh), sourced by them.
+# They read the caller's variables: bs (the brainseg3d command), extra (the extra cases' folder),
+# rec (the bundle's docs/training, where the committed records go).
+members() {   # RUN OUT: each fold's final weights as OUT/fold<i>/final_model.pt (what the next stage starts from)
+    for f in "$1"/fold*; do mkdir -p "$2/$(basename "$f")"; cp "$f"/final_model.pt "$2/$(basename "$f")/"; done
+}
+record_folds() {   # RUN RECORD FILE...: those files of each fold of RUN into RECORD/fold<i>/
+    local src=$1 dest=$2 f n; shift 2
+    for f in "$src"/fold*; do mkdir -p "$dest/$(basename "$f")"; for n in "$@"; do cp "$f/$n" "$dest/$(basename "$f")/"; done; done
+}
+record_scores() {   # SCORED RECORD: the scores and post-processing `cv score` wrote in SCORED, into RECORD
+    mkdir -p "$2"; cp "$1"/cv.json "$1"/cv.csv "$1"/cv_raw.csv "$1"/postprocessing.json "$2"/
+}
+record_soup() {   # SOUP RECORD BASELINE: score SOUP in three views, keep the scores and recipe in RECORD, compare with BASELINE case by case
+    local soup=$1 dest=$rec/$2 base=$rec/$3
+    $bs cv score "$soup" --views axial,coronal,sagittal --root extra="$extra" --out "$soup"_views
+    record_scores "$soup"_views "$dest"
+    record_folds "$soup" "$dest" summary.json config.yaml
+    $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
+    $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
+}
+record_trained() {   # RUN:RECORD...: each trained run's logs and curves into its record
+    local pair
+    for pair in "$@"; do record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png; done
+}
+ship() {   # SOUP RECORD: SOUP (scored in three views as SOUP_views) becomes the bundle's ensemble, its quality calibration refitted
+    cp "$1"_views/postprocessing.json "$1"/
+    $bs cv export "$1" --views axial,coronal,sagittal
+    $bs cv quality "$1"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/$2
+}
+continue_over_bce() {   # CONFIG OUT: a 3-epoch continuation, CONFIG read over stage 3's configs (it names the weights it starts from)
+    $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml "$1" --out "$2" --root extra="$extra" --quiet
+}
+record_partial() {   # RUN RECORD: score a run of some folds, keep its scores and logs in RECORD, compare case by case with stage 1 and 0.12.0
+    local dest=$rec/$2 base
+    $bs cv score "$1" --root extra="$extra"
+    record_scores "$1" "$dest"
+    record_folds "$1" "$dest" summary.json config.yaml metrics.csv curves.png
+    for base in cv cv_soup_et_case_views; do
+        $bs cv compare $rec/$base "$dest" --raw --out "$dest"/compare_raw_$base
+        $bs cv compare $rec/$base "$dest" --out "$dest"/compare_pp_$base
+    done
+}
