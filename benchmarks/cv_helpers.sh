@@ -1,6 +1,7 @@
 # Shell helpers of the CV pipeline scripts (benchmarks/cv_pool.sh, benchmarks/ship_views3.sh), sourced by them.
-# They read the caller's variables: bs (the brainseg3d command), extra (the extra cases' folder),
-# rec (the bundle's docs/training, where the committed records go).
+# They read the caller's extra (the extra cases' folder) and these two, set here once:
+bs=${BRAINSEG3D:-.venv/bin/brainseg3d}                  # the brainseg3d command
+rec=bundles/brats_mri_2p5d_segmentation/docs/training   # the bundle's committed CV records
 members() {   # RUN OUT: each fold's final weights as OUT/fold<i>/final_model.pt (what the next stage starts from)
     for f in "$1"/fold*; do mkdir -p "$2/$(basename "$f")"; cp "$f"/final_model.pt "$2/$(basename "$f")/"; done
 }

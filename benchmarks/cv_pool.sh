@@ -12,9 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repos=$1; extra=$2; run=${3:-runs/unet25d_pool_long}
-bs=${BRAINSEG3D:-.venv/bin/brainseg3d}
-rec=bundles/brats_mri_2p5d_segmentation/docs/training   # the committed records
-source benchmarks/cv_helpers.sh   # members, record_*, ship, continue_over_bce
+source benchmarks/cv_helpers.sh   # bs, rec; members, record_*, ship, continue_over_bce
 python3 ../shared/data/extra/extract.py "$repos" "$extra"
 # the committed datalist (data_lists/pool60.json) is what this writes; the folds depend only on the case ids
 $bs pool --root brats2018=../shared/data/brats2018 --root extra="$extra" --out "$run/pool60.json"

@@ -12,9 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=$1
-bs=${BRAINSEG3D:-.venv/bin/brainseg3d}
-rec=bundles/brats_mri_2p5d_segmentation/docs/training
-source benchmarks/cv_helpers.sh
+source benchmarks/cv_helpers.sh   # bs, rec; record_*, ship, continue_over_bce
 b013=$(mktemp -d); trap 'rm -rf "$b013"' EXIT
 git archive 19b49f0 bundles/brats_mri_2p5d_segmentation | tar -x -C "$b013"   # bundle 0.13.0
 $bs bundle members runs/unet25d_pool_long_soup_views --bundle "$b013"/bundles/brats_mri_2p5d_segmentation

@@ -35,6 +35,8 @@ INFER = CONFIGS / "inference.json"
 TRAIN = CONFIGS / "train.json"
 EVALUATE = CONFIGS / "evaluate.json"
 MULTI_GPU = CONFIGS / "multi_gpu_train.json"
+# the cross-validation record of the shipped weights (a new bundle names its own)
+SHIPPED_RECORD = BUNDLE / "docs" / "training" / "cv_soup_views3r_views"
 COLOURS = BUNDLE / "docs" / "brats_colours.ctbl"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCHEMA = SHARED.parent / "schemas" / "monai_bundle_meta_schema.json"
@@ -278,6 +280,22 @@ def test_docs_state_the_shipped_model():
         assert any(all(v in line for v in values) for line in rows), values
 
 
+def test_eval_metrics_are_the_shipped_record():
+    """``eval_metrics`` are the post-processed and nested Dice means of the shipped weights' CV
+    record (rounded to 4 places), and its post-processing is the one inference.json applies."""
+    cv = json.loads((SHIPPED_RECORD / "cv.json").read_text())
+    expected = {
+        f"{prefix}_{source}_dice_{region.lower()}": round(cv[key][source][f"Dice_{region}"]["mean"], 4)
+        for key, prefix in (("postprocessed", "cv"), ("nested", "cv_nested"))
+        for source in ("all", "adult", "africa")
+        for region in ("WT", "TC", "ET")
+    }
+    assert metadata()["eval_metrics"] == expected
+    infer = json.loads(INFER.read_text())
+    for key, value in cv["postprocessing"].items():
+        assert infer[key] == value, key
+
+
 def test_inference_and_evaluation_read_the_same_views():
     """The views the post-processing was chosen for are the ones inference and evaluation read,
     and the shipped network_def is built with them."""
@@ -444,7 +462,7 @@ def test_train_json_is_the_shipped_recipe():
     from brainseg3d.bundle import RECIPE_KEYS, recipe_from_run
 
     train = json.loads(TRAIN.read_text())
-    cv = BUNDLE / "docs" / "training" / "cv_soup_views3r_views"
+    cv = SHIPPED_RECORD
     recipe, _ = recipe_from_run(cv)
     for key in RECIPE_KEYS:
         assert train[key] == recipe[key], key
