@@ -12,19 +12,25 @@ record_folds() {   # RUN RECORD FILE...: those files of each fold of RUN into RE
 record_scores() {   # SCORED RECORD: the scores and post-processing `cv score` wrote in SCORED, into RECORD
     mkdir -p "$2"; cp "$1"/cv.json "$1"/cv.csv "$1"/cv_raw.csv "$1"/postprocessing.json "$2"/
 }
-record_soup() {   # SOUP RECORD BASELINE: score SOUP in three views, keep the scores and recipe in RECORD, compare with BASELINE case by case
-    local soup=$1 dest=$rec/$2 base=$rec/$3
-    $bs cv score "$soup" --views axial,coronal,sagittal --root extra="$extra" --out "$soup"_views
-    record_scores "$soup"_views "$dest"
-    record_folds "$soup" "$dest" summary.json config.yaml
+shipped_record() {   # the shipped weights' CV record (the bundle's metadata.json names it as cv_record), relative to $rec
+    python3 -c "import json, pathlib; print(pathlib.Path(json.load(open('$rec/../../configs/metadata.json'))['cv_record']).name)"
+}
+score_views() {   # RUN RECORD BASELINE: score RUN in three views, keep the scores in RECORD, compare with BASELINE case by case
+    local dest=$rec/$2 base=$rec/$3
+    $bs cv score "$1" --views axial,coronal,sagittal --root extra="$extra" --out "$1"_views
+    record_scores "$1"_views "$dest"
     $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
     $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
+}
+record_soup() {   # SOUP RECORD BASELINE: score_views, and the soup's recipe (each fold's summary and config) in RECORD
+    score_views "$@"
+    record_folds "$1" "$rec/$2" summary.json config.yaml
 }
 record_trained() {   # RUN:RECORD...: each trained run's logs and curves into its record
     local pair
     for pair in "$@"; do record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml metrics.csv curves.png; done
 }
-ship() {   # SOUP RECORD: SOUP (scored in three views as SOUP_views) becomes the bundle's ensemble, its quality calibration refitted
+ship() {   # SOUP RECORD: SOUP (scored in three views as SOUP_views) becomes the bundle's ensemble, its quality calibration refitted; metadata.json's cv_record must then name RECORD
     cp "$1"_views/postprocessing.json "$1"/
     $bs cv export "$1" --views axial,coronal,sagittal
     $bs cv quality "$1"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/$2

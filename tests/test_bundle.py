@@ -35,8 +35,8 @@ INFER = CONFIGS / "inference.json"
 TRAIN = CONFIGS / "train.json"
 EVALUATE = CONFIGS / "evaluate.json"
 MULTI_GPU = CONFIGS / "multi_gpu_train.json"
-# the cross-validation record of the shipped weights (a new bundle names its own)
-SHIPPED_RECORD = BUNDLE / "docs" / "training" / "cv_soup_views3r_views"
+# the cross-validation record of the shipped weights: metadata.json's ``cv_record`` names it (one place)
+SHIPPED_RECORD = BUNDLE / json.loads(META.read_text())["cv_record"]
 COLOURS = BUNDLE / "docs" / "brats_colours.ctbl"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCHEMA = SHARED.parent / "schemas" / "monai_bundle_meta_schema.json"
@@ -282,7 +282,9 @@ def test_docs_state_the_shipped_model():
 
 def test_eval_metrics_are_the_shipped_record():
     """``eval_metrics`` are the post-processed and nested Dice means of the shipped weights' CV
-    record (rounded to 4 places), and its post-processing is the one inference.json applies."""
+    record (metadata.json's ``cv_record``, rounded to 4 places), and its post-processing is the one
+    inference.json applies."""
+    assert SHIPPED_RECORD.parent == BUNDLE / "docs" / "training" and (SHIPPED_RECORD / "fold0").is_dir()
     cv = json.loads((SHIPPED_RECORD / "cv.json").read_text())
     expected = {
         f"{prefix}_{source}_dice_{region.lower()}": round(cv[key][source][f"Dice_{region}"]["mean"], 4)
@@ -454,7 +456,7 @@ def test_bundle_members_writes_each_member_and_train_json_starts_from_one(bundle
 
 def test_train_json_is_the_shipped_recipe():
     """The recipe in train.json is the one that made the shipped weights: the run configs of the
-    shipped folds (docs/training/cv_soup_views3r_views/fold*/config.yaml, the loss named as the bundle's
+    shipped folds (the ``cv_record`` of metadata.json, fold*/config.yaml, the loss named as the bundle's
     copy of the core class) and the package's recipe.yaml (optimizer, schedule); the shipped
     members are a soup (`cv average`), and train.json says so and of which runs."""
     import yaml
