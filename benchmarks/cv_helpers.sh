@@ -19,12 +19,25 @@ score_views() {   # RUN RECORD BASELINE: score RUN in three views, keep the scor
     local dest=$rec/$2 base=$rec/$3
     $bs cv score "$1" --views axial,coronal,sagittal --root extra="$extra" --out "$1"_views
     record_scores "$1"_views "$dest"
-    $bs cv compare "$base" "$dest" --raw --out "$dest"/compare_raw
-    $bs cv compare "$base" "$dest" --out "$dest"/compare_pp
+    compare_record "$3" "$2"
+}
+compare_record() {   # BASELINE RECORD [SUFFIX]: RECORD against BASELINE case by case, raw and post-processed, as RECORD/compare_{raw,pp}SUFFIX
+    $bs cv compare "$rec/$1" "$rec/$2" --raw --out "$rec/$2/compare_raw${3:-}"
+    $bs cv compare "$rec/$1" "$rec/$2" --out "$rec/$2/compare_pp${3:-}"
 }
 record_soup() {   # SOUP RECORD BASELINE: score_views, and the soup's recipe (each fold's summary and config) in RECORD
     score_views "$@"
     record_folds "$1" "$rec/$2" summary.json config.yaml
+}
+soup_round() {   # CONFIG NAME BASELINE: each fold's shipped member (as the bundle stores it) trains CONFIG's continuation
+    # as runs/unet25d_pool_NAME and averages with the member (runs/unet25d_pool_long_soup_NAME); the soup is scored in
+    # three views as record cv_soup_NAME_views against BASELINE, the continuation's logs kept as record cv_NAME
+    local members=runs/unet25d_pool_long_soup_views3 run=runs/unet25d_pool_$2 soup=runs/unet25d_pool_long_soup_$2
+    $bs bundle members $members --bundle bundles/brats_mri_2p5d_segmentation
+    continue_over_bce "$1" $run
+    $bs cv average $members $run --out $soup --name unet25d_pool_soup_$2
+    record_soup $soup cv_soup_$2_views "$3"
+    record_trained $run:cv_$2
 }
 record_trained() {   # RUN:RECORD...: each trained run's logs and curves into its record
     local pair
@@ -44,7 +57,6 @@ record_partial() {   # RUN RECORD: score a run of some folds, keep its scores an
     record_scores "$1" "$dest"
     record_folds "$1" "$dest" summary.json config.yaml metrics.csv curves.png
     for base in cv cv_soup_et_case_views; do
-        $bs cv compare $rec/$base "$dest" --raw --out "$dest"/compare_raw_$base
-        $bs cv compare $rec/$base "$dest" --out "$dest"/compare_pp_$base
+        compare_record $base "$2" _$base
     done
 }

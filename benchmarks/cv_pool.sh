@@ -57,8 +57,7 @@ for f in "$ft"/fold*; do
     cp "$f"/summary.json "$f"/config.yaml "$v"/   # the experiments table reads the recipe beside each record
 done
 record_trained "$st":cv_bce_views
-$bs cv compare $rec/cv_ft_views $rec/cv_bce_views --raw --out $rec/cv_bce_views/compare_raw   # stage 3 against stage 2, case by case
-$bs cv compare $rec/cv_ft_views $rec/cv_bce_views --out $rec/cv_bce_views/compare_pp
+compare_record cv_ft_views cv_bce_views   # stage 3 against stage 2, case by case
 for pair in "$cs"_views:cv_case_views ${run}_soup_views:cv_soup_views "$sp"_views:cv_soup3_views; do
     record_scores "${pair%%:*}" $rec/${pair##*:}
 done
@@ -67,8 +66,7 @@ for pair in ${run}_soup:cv_soup_views "$sp":cv_soup3_views; do   # the soups: th
     record_folds "${pair%%:*}" $rec/${pair##*:} summary.json config.yaml
 done
 for r in cv_case_views cv_soup_views cv_soup3_views; do   # against stage 3, case by case
-    $bs cv compare $rec/cv_bce_views $rec/$r --raw --out $rec/$r/compare_raw
-    $bs cv compare $rec/cv_bce_views $rec/$r --out $rec/$r/compare_pp
+    compare_record cv_bce_views $r
 done
 $bs cv quality "$sp"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/cv_soup3_views
 # stage 5 (experiment, see docs/experiments_notes.md): each fold's 0.11.0 member trained 3 more epochs twice, with

@@ -13,10 +13,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=$1
-source benchmarks/cv_helpers.sh   # bs, rec; record_*, continue_over_bce
-$bs bundle members runs/unet25d_pool_long_soup_views3 --bundle bundles/brats_mri_2p5d_segmentation
-continue_over_bce configs/unet25d_pool_ax3.yaml runs/unet25d_pool_ax3
-soup=runs/unet25d_pool_long_soup_ax3
-$bs cv average runs/unet25d_pool_long_soup_views3 runs/unet25d_pool_ax3 --out $soup --name unet25d_pool_soup_ax3
-record_soup $soup cv_soup_ax3_views cv_soup_views3r_views      # scores, against bundle 0.14.0 case by case
-record_trained runs/unet25d_pool_ax3:cv_ax3
+source benchmarks/cv_helpers.sh   # bs, rec; soup_round
+soup_round configs/unet25d_pool_ax3.yaml ax3 cv_soup_views3r_views   # against bundle 0.14.0 case by case

@@ -14,13 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=$1
-source benchmarks/cv_helpers.sh   # bs, rec; record_*, continue_over_bce
-$bs bundle members runs/unet25d_pool_long_soup_views3 --bundle bundles/brats_mri_2p5d_segmentation
-continue_over_bce configs/unet25d_pool_el.yaml runs/unet25d_pool_el
-soup=runs/unet25d_pool_long_soup_el
-$bs cv average runs/unet25d_pool_long_soup_views3 runs/unet25d_pool_el --out $soup --name unet25d_pool_soup_el
-record_soup $soup cv_soup_el_views cv_soup_views3r_views        # scores, against bundle 0.14.0 case by case
-for kind in raw pp; do                                         # against stage 11, the same round without elastic deformation
-    $bs cv compare $rec/cv_soup_ax3_views $rec/cv_soup_el_views $([ $kind = raw ] && echo --raw) --out $rec/cv_soup_el_views/compare_${kind}_ax3
-done
-record_trained runs/unet25d_pool_el:cv_el
+source benchmarks/cv_helpers.sh   # bs, rec; soup_round, compare_record
+soup_round configs/unet25d_pool_el.yaml el cv_soup_views3r_views   # against bundle 0.14.0 case by case
+compare_record cv_soup_ax3_views cv_soup_el_views _ax3             # against stage 11, the same round without elastic deformation
