@@ -47,6 +47,11 @@ ship() {   # SOUP RECORD: SOUP (scored in three views as SOUP_views) becomes the
     cp "$1"_views/postprocessing.json "$1"/
     $bs cv export "$1" --views axial,coronal,sagittal
     $bs cv quality "$1"_views --bundle bundles/brats_mri_2p5d_segmentation --out $rec/$2
+    strata $2
+}
+strata() {   # RECORD: its out-of-fold Dice by ground-truth ET and TC volume (the model card's "Where the misses are")
+    $bs cv strata "$rec/$1" --root extra="$extra"
+    $bs cv strata "$rec/$1" --root extra="$extra" --region TC
 }
 continue_over_bce() {   # CONFIG OUT: a 3-epoch continuation, CONFIG read over stage 3's configs (it names the weights it starts from)
     $bs cv train configs/unet25d_pool.yaml configs/unet25d_pool_long.yaml configs/unet25d_pool_bce.yaml "$1" --out "$2" --root extra="$extra" --quiet

@@ -117,6 +117,26 @@ def _quality(args) -> int:
     return 0
 
 
+def _strata(args) -> int:
+    """Run ``cv strata``; returns its exit status."""
+    from brainseg3d.data.pool import parse_roots
+    from brainseg3d.evaluation.paired import read_scores
+    from brainseg3d.evaluation.strata import format_strata, plot_strata, pool_volumes, stratify
+    from brainseg3d.io import atomic_path, write_json
+
+    scores = read_scores(_score_file(args.record, args.raw))
+    volumes = pool_volumes(args.pool, parse_roots(args.root), cases=set(scores))
+    res = stratify(scores, volumes, region=args.region, strata=args.strata)
+    text = format_strata(res, f"{Path(args.record).name}{' (raw)' if args.raw else ''}: out-of-fold Dice")
+    print(text)
+    out = Path(args.out) if args.out else Path(args.record) / f"strata_{args.region}{'_raw' if args.raw else ''}"
+    write_json(res, out.with_suffix(".json"))
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(text + "\n")
+    print(plot_strata(res, out.with_suffix(".png")))
+    return 0
+
+
 def _export(args) -> int:
     """Run ``cv export``; returns its exit status."""
     import json as _json
@@ -192,6 +212,15 @@ def add_parser(sub) -> None:
     s.add_argument("--out", default=None, help="where quality.json / quality.png go (default: the run folder)")
     s.add_argument("--review-share", type=float, default=0.25, help="share of the out-of-fold cases under the review threshold (default 0.25)")
     s.set_defaults(func=_quality)
+    s = cvs.add_parser("strata", help="out-of-fold Dice by ground-truth tumour size: strata of one region's volume, overall and per source (table + scatter)")
+    s.add_argument("record", help="a record or run folder scored by `cv score` (its cv.csv), or a per-case CSV")
+    s.add_argument("--pool", default="data_lists/pool60.json", help="the pool datalist the record was scored on (its labels give the volumes)")
+    s.add_argument("--root", action="append", metavar="NAME=PATH", help="where a pool root is, over the recorded one")
+    s.add_argument("--region", choices=["WT", "TC", "ET"], default="ET", help="the region whose volume makes the strata (default ET)")
+    s.add_argument("--strata", type=int, default=3, help="number of strata: volume quantiles over the scored cases (default 3)")
+    s.add_argument("--raw", action="store_true", help="the raw scores (cv_raw.csv: threshold 0.5, no rules)")
+    s.add_argument("--out", default=None, help="OUT.md, OUT.json and OUT.png (default RECORD/strata_<region>)")
+    s.set_defaults(func=_strata)
     s = cvs.add_parser("export", help="make the fold models (final weights) the bundle's ensemble, with the chosen post-processing")
     s.add_argument("run", help="the CV run folder")
     s.add_argument("--folds", default=None, help="comma-separated folds to include (default: all)")
