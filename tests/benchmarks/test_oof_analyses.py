@@ -1,0 +1,68 @@
+"""The out-of-fold analysis scripts of benchmarks/ (et_gate.py, oof_gallery.py) on a tiny hand-made CV run."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from brainseg3d.preprocessing.transforms import preprocessing
+from ..conftest import REPO, write_case
+
+VIEWS = "oof_axial+coronal+sagittal"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Two synthetic cases in a pool datalist, each with a perfect three-view out-of-fold prediction in its fold."""
+    items = []
+    chain = preprocessing(["image", "label"], normalize="zscore")
+    for fold, (case, src) in enumerate([("Synth_001", "adult"), ("Synth_002", "africa")]):
+        write_case(tmp_path / "data" / case, case, seed=fold)
+        item = {"case": case, "root": "r", "source": src, "fold": fold,
+                "image": [f"{case}/{case}_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")], "label": f"{case}/{case}_seg.nii.gz"}
+        items.append(item)
+        d = chain({"image": [str(tmp_path / "data" / p) for p in item["image"]], "label": str(tmp_path / "data" / item["label"])})
+        label = np.asarray(d["label"]).astype(np.uint8)
+        out = tmp_path / "run" / f"fold{fold}" / VIEWS
+        out.mkdir(parents=True)
+        np.savez_compressed(out / f"{case}.npz", prob=label * 255, label=label, case=case, source=src)
+    pool = tmp_path / "pool.json"
+    pool.write_text(json.dumps({"roots": {"r": "data"}, "training": items}))
+    post = tmp_path / "post.json"
+    post.write_text(json.dumps({"thresholds": [0.4, 0.4, 0.4], "min_component": 0, "min_fraction": 0.2, "et_to_necrosis": 0}))
+    return tmp_path / "run", pool, post
+
+
+def test_et_gate(run, tmp_path):
+    """A perfect prediction scores ET Dice 1 without a gate, and a gate can only remove ET from it."""
+    r, pool, post = run
+    out = tmp_path / "gate"
+    assert _script("et_gate").main([str(r), "--pool", str(pool), "--post", str(post), "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(c["case"] for c in res["cases"]) == ["Synth_001", "Synth_002"]
+    for c in res["cases"]:
+        assert c["t1c:None"] == pytest.approx(1.0)
+        dices = [c[f"t1c:{g}"] for g in res["gates"][1:]]
+        assert all(b <= a + 1e-12 for a, b in zip(dices, dices[1:]))  # higher gate, subset of the mask
+        assert c["t1c_false_et"] is None and c["t1c_gt_et"] == pytest.approx(c["t1c_pred_et"])
+    assert res["mean_et_dice"]["t1c:None"] == {"all": 1.0, "adult": 1.0, "africa": 1.0}
+    assert res["nested"]["t1c"]["chosen"] == {"0": None, "1": None}  # no gate beats a perfect mask: none is chosen
+    assert "| Synth_001 | adult | 1.000 |" in out.with_suffix(".md").read_text()
+
+
+def test_oof_gallery(run, tmp_path):
+    r, pool, post = run
+    gallery = _script("oof_gallery")
+    png = tmp_path / "g.png"
+    assert gallery.main([str(r), "Synth_002", "Synth_001", "--pool", str(pool), "--post", str(post), "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
+    with pytest.raises(SystemExit, match="Synth_404"):
+        gallery.main([str(r), "Synth_404", "--pool", str(pool), "--post", str(post), "--out", str(png)])
