@@ -1,4 +1,4 @@
-"""The out-of-fold analysis scripts of benchmarks/ (et_gate.py, oof_gallery.py) on a tiny hand-made CV run."""
+"""The out-of-fold analysis scripts of benchmarks/ (et_gate.py, oof_gallery.py, tc_by_release.py) on a tiny hand-made CV run."""
 
 import importlib.util
 import json
@@ -26,7 +26,7 @@ def run(tmp_path):
     chain = preprocessing(["image", "label"], normalize="zscore")
     for fold, (case, src) in enumerate([("Synth_001", "adult"), ("Synth_002", "africa")]):
         write_case(tmp_path / "data" / case, case, seed=fold)
-        item = {"case": case, "root": "r", "source": src, "fold": fold,
+        item = {"case": case, "root": "r", "source": src, "fold": fold, "release": ["BraTS 2018", "BraTS-SSA 2023"][fold],
                 "image": [f"{case}/{case}_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")], "label": f"{case}/{case}_seg.nii.gz"}
         items.append(item)
         d = chain({"image": [str(tmp_path / "data" / p) for p in item["image"]], "label": str(tmp_path / "data" / item["label"])})
@@ -66,3 +66,17 @@ def test_oof_gallery(run, tmp_path):
     assert png.stat().st_size > 1000
     with pytest.raises(SystemExit, match="Synth_404"):
         gallery.main([str(r), "Synth_404", "--pool", str(pool), "--post", str(post), "--out", str(png)])
+
+
+def test_tc_by_release(run, tmp_path):
+    """A perfect prediction: TC Dice 1 at every threshold, predicted core = annotated core, no nested gain."""
+    r, pool, post = run
+    out = tmp_path / "tc"
+    assert _script("tc_by_release").main([str(r), "--pool", str(pool), "--post", str(post), "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())["releases"]
+    assert sorted(res) == ["BraTS 2018", "BraTS-SSA 2023"]
+    for s in res.values():
+        assert s["n"] == 1 and set(s["tc_dice"].values()) == {1.0}
+        assert s["median_pred_over_gt_tc"] == 1.0 and s["median_gt_tc_share"] == s["median_pred_tc_share"]
+        assert s["nested"]["gain"] == 0.0
+    assert "| BraTS 2018 | 1 |" in out.with_suffix(".md").read_text()
