@@ -29,6 +29,12 @@ whole-tumour Dice is under a threshold chosen as a quantile of the out-of-fold p
 (``review_share``: the share of cases one is willing to check), or whose input raised a
 warning (not skull-stripped, registered, ...).
 
+A second rule reads the mask itself (:func:`core_caution`): a large tumour core with little
+enhancing tumour in it (:data:`CORE_CAUTION`) is flagged too, because the split of such a core
+into necrosis and enhancing tumour is where the model is least reliable (out of fold, the
+cases it flags scored tumour-core and enhancing-tumour Dice far under the others, while their
+whole tumour was as good).
+
 ``brainseg3d cv quality RUN`` fits it and validates it honestly: leave-one-out predictions
 on the out-of-fold cases, Spearman correlation with the true Dice, and how many of the
 poorly segmented cases are flagged.
@@ -54,6 +60,9 @@ __all__ = [
     "fit_calibration",
     "predict_dice",
     "quality_block",
+    "CORE_CAUTION",
+    "core_caution",
+    "mask_volumes",
     "leave_one_out",
     "validate",
     "load_calibration",
@@ -247,7 +256,35 @@ def predict_dice(calibration: dict, features: dict) -> dict:
     return out
 
 
-def quality_block(calibration: dict, features: dict, warnings: Sequence[str] = (), agreement: dict | None = None) -> dict:
+#: a core of at least ``min_core_ml`` whose enhancing tumour is under ``max_et_share`` of it is flagged
+#: (:func:`core_caution`). Chosen on the shipped models' 60 out-of-fold cases, where the enhancing share
+#: of the predicted core falls in a gap: every cut-off from 0.09 to 0.17 flags the same six cases
+CORE_CAUTION = {"min_core_ml": 10.0, "max_et_share": 0.1}
+
+
+def mask_volumes(regions, voxel_ml: float = 0.001) -> dict:
+    """Tumour-core and enhancing-tumour volumes (mL) of a nested ``[3, ...]`` region mask (WT, TC, ET)."""
+    r = torch.as_tensor(regions).bool()
+    return {"TC": float((r[1] | r[2]).sum()) * voxel_ml, "ET": float(r[2].sum()) * voxel_ml}
+
+
+def core_caution(volumes: dict, rule: dict | None = None) -> str | None:
+    """The review reason for a large core with little enhancing tumour in it, or None.
+
+    Args:
+        volumes: :func:`mask_volumes` of the case's final mask (mL).
+        rule: :data:`CORE_CAUTION` by default.
+    """
+    rule = rule or CORE_CAUTION
+    tc, et = volumes["TC"], volumes["ET"]
+    if tc < rule["min_core_ml"] or et >= rule["max_et_share"] * tc:
+        return None
+    return (f"little enhancing tumour ({et:.1f} mL) in a large tumour core ({tc:.1f} mL): the split of the core into "
+            f"necrosis and enhancing tumour is the least reliable part of such masks (lower-grade glioma look)")
+
+
+def quality_block(calibration: dict, features: dict, warnings: Sequence[str] = (), agreement: dict | None = None,
+                  volumes: dict | None = None) -> dict:
     """The ``quality`` block of a case report: predicted Dice, review flag and its reasons.
 
     Args:
@@ -255,12 +292,16 @@ def quality_block(calibration: dict, features: dict, warnings: Sequence[str] = (
         features: the case's (ensemble) features.
         warnings: input warnings of the case (each is a reason for review).
         agreement: :func:`member_agreement`, reported as is.
+        volumes: :func:`mask_volumes` of the final mask, for :func:`core_caution` (skipped without).
     """
     pred = predict_dice(calibration, features)
     reasons = []
     if pred["WT"] < calibration["review_wt_dice"]:
         reasons.append(f"predicted whole-tumour Dice {pred['WT']:.2f} is under {calibration['review_wt_dice']:.2f} "
                        f"(the lowest {calibration['review_share']:.0%} of the cross-validated cases)")
+    caution = core_caution(volumes) if volumes is not None else None
+    if caution:
+        reasons.append(caution)
     reasons += [f"input: {w}" for w in warnings]
     block = {"predicted_dice": {r: round(v, 3) for r, v in pred.items()}, "review": bool(reasons), "reasons": reasons}
     if agreement is not None:

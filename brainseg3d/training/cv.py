@@ -753,7 +753,9 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
     for item in oof:
         feats.append(Q.region_features(item["prob"], thresholds, post=post))
         dice.append(true[item["case"]])
-        cases.append({"case": item["case"], "source": item["source"], "fold": item["fold"]})
+        volumes = Q.mask_volumes(postprocess_regions(item["prob"], **post))
+        cases.append({"case": item["case"], "source": item["source"], "fold": item["fold"], "volumes": volumes,
+                      "core_caution": Q.core_caution(volumes) is not None})
     candidates = []
     for use in [(f,) for f in Q.FEATURES] + [tuple(Q.FEATURES)]:
         v = Q.validate(feats, dice, review_share, poor, use=use)
@@ -761,6 +763,7 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
     validation = Q.validate(feats, dice, review_share, poor)
     for c, r in zip(cases, validation["leave_one_out"]):
         r.update(c)
+    validation["core_caution"] = _core_caution_check(validation["leave_one_out"], Q.CORE_CAUTION)
     calibration = Q.fit_calibration(feats, dice, review_share)
     calibration["fitted_on"] = {"run": run.name, "cases": len(cases), "folds": sorted({c["fold"] for c in cases}),
                                 "thresholds": thresholds, "command": f"brainseg3d cv quality {run.name}"}
@@ -772,6 +775,19 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
     if bundle is not None:
         write_json(calibration, Path(bundle) / "configs" / "quality.json")
     return result
+
+
+def _core_caution_check(rows: Sequence[dict], rule: dict) -> dict:
+    """How the large-core / little-enhancement rule sorts the out-of-fold cases: true Dice of the
+    cases it flags and of the others, and the share flagged by either review rule."""
+    def means(sel):
+        return {r: float(np.mean([x["true_dice"][r] for x in sel])) if sel else None for r in REGIONS}
+
+    flagged = [r for r in rows if r["core_caution"]]
+    others = [r for r in rows if not r["core_caution"]]
+    return {"rule": dict(rule), "n_flagged": len(flagged), "cases": [r["case"] for r in flagged],
+            "true_dice_flagged": means(flagged), "true_dice_others": means(others),
+            "flagged_share_with_wt_rule": float(np.mean([r["review"] or r["core_caution"] for r in rows])) if rows else 0.0}
 
 
 def _quality_plot(validation: dict, path: Path) -> None:

@@ -301,6 +301,9 @@ def test_quality_fitted_on_out_of_fold_predictions(tmp_path):
     (bundle / "configs").mkdir(parents=True)
     res = quality_run(tmp_path / "run", bundle=bundle)
     assert res["validation"]["n"] == 8 and res["validation"]["spearman"]["WT"] > 0.9
+    caution = res["validation"]["core_caution"]  # 1 mL cores, all enhancing: the core rule flags none
+    assert caution["n_flagged"] == 0 and caution["true_dice_flagged"]["TC"] is None
+    assert all(r["volumes"]["TC"] <= 1.0 for r in res["validation"]["leave_one_out"])
     calib = json.loads((bundle / "configs" / "quality.json").read_text())
     assert calib["coef"]["WT"][1] < 0  # more penumbra, lower Dice
     assert calib["fitted_on"]["cases"] == 8 and calib["fitted_on"]["folds"] == [0, 1]
