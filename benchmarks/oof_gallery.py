@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brainseg3d.core.labels import LABEL_COLOURS  # noqa: E402
 from brainseg3d.data.pool import load_pool, parse_roots  # noqa: E402
+from brainseg3d.io import preview_slice  # noqa: E402
 from brainseg3d.inference.postprocessing import postprocess_regions  # noqa: E402
 from brainseg3d.preprocessing.transforms import preprocessing  # noqa: E402
 from brainseg3d.training.cv import load_oof  # noqa: E402
@@ -81,9 +82,7 @@ def main(argv=None) -> int:
         gt = oofs[case]["label"]
         pred = postprocess_regions(oofs[case]["prob"], **post)
         z = int(np.argmax((gt[1] | gt[2]).sum((0, 1)))) if (gt[1] | gt[2]).any() else int(np.argmax(gt[0].sum((0, 1))))
-        # RAS: x runs to the patient's right, y to anterior. Radiological convention: anterior up, the
-        # patient's right on the picture's left, so both axes of the transposed slice are reversed
-        view = lambda a2: a2[:, :, z].T[::-1, ::-1]  # noqa: E731
+        view = lambda a2: preview_slice(a2, z)  # noqa: E731  (the previews' radiological convention)
         gl, pl = view(_labels(gt)), view(_labels(pred))
         panels = [(img[1], None, "T1c"), (img[1], gl, "ground truth"), (img[1], pl, "out-of-fold prediction"), (img[3], pl, "FLAIR, prediction")]
         for ax, (im, lab, title) in zip(row, panels):
