@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     fig.tight_layout()
     out = Path(a.out)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=70)
+    fig.savefig(tmp, dpi=55)
     os.replace(tmp, out)
     print(out)
     return 0
