@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brainseg3d.data.pool import load_pool, parse_roots  # noqa: E402
+from brainseg3d.evaluation.metrics import binary_dice  # noqa: E402
 from brainseg3d.inference.postprocessing import postprocess_regions  # noqa: E402
 from brainseg3d.io import write_json  # noqa: E402
 from brainseg3d.preprocessing.transforms import preprocessing  # noqa: E402
@@ -36,11 +37,6 @@ from brainseg3d.training.cv import load_oof  # noqa: E402
 
 GATES = [None, -1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5]  # None: no gate (the shipped rule)
 FEATURES = ("t1c", "sub")
-
-
-def _dice(p: np.ndarray, g: np.ndarray) -> float:
-    ps, gs = int(p.sum()), int(g.sum())
-    return 1.0 if ps == 0 and gs == 0 else 2.0 * int(np.logical_and(p, g).sum()) / (ps + gs)
 
 
 def _mean(img: np.ndarray, mask: np.ndarray) -> float | None:
@@ -58,13 +54,12 @@ def case_rows(run: str, pool: str, roots: dict, post: dict) -> list[dict]:
         gt = np.asarray(d["label"]).astype(bool)
         if gt.shape != oof["label"].shape or not (gt == oof["label"]).all():
             raise ValueError(f"{oof['case']}: the preprocessed label differs from the one the prediction was scored on")
-        gt = np.stack([gt[0] | gt[1] | gt[2], gt[1] | gt[2], gt[2]])
         pred = postprocess_regions(oof["prob"], **post)[2]
         feats = {"t1c": img[1], "sub": img[1] - img[0]}
         row = {"case": oof["case"], "source": oof["source"], "fold": oof["fold"]}
         for f in FEATURES:
             for g in GATES:
-                row[f"{f}:{g}"] = _dice(pred if g is None else pred & (feats[f] > g), gt[2])
+                row[f"{f}:{g}"] = binary_dice(pred if g is None else pred & (feats[f] > g), gt[2])
         row |= {"t1c_gt_et": _mean(img[1], gt[2]), "t1c_pred_et": _mean(img[1], pred),
                 "t1c_false_et": _mean(img[1], pred & ~gt[2]), "sub_gt_et": _mean(feats["sub"], gt[2]),
                 "sub_pred_et": _mean(feats["sub"], pred)}

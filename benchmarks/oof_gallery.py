@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,17 +31,8 @@ from brainseg3d.core.labels import LABEL_COLOURS  # noqa: E402
 from brainseg3d.data.pool import load_pool, parse_roots  # noqa: E402
 from brainseg3d.io import preview_slice  # noqa: E402
 from brainseg3d.inference.postprocessing import postprocess_regions  # noqa: E402
-from brainseg3d.preprocessing.transforms import preprocessing  # noqa: E402
+from brainseg3d.preprocessing.transforms import RegionsToLabels, preprocessing  # noqa: E402
 from brainseg3d.training.cv import load_oof  # noqa: E402
-
-
-def _labels(r: np.ndarray) -> np.ndarray:
-    """Nested regions [WT, TC, ET] -> label map 0/1/2/4 (as the writer makes it)."""
-    out = np.zeros(r.shape[1:], np.uint8)
-    out[r[0]] = 2
-    out[r[1]] = 1
-    out[r[2]] = 4
-    return out
 
 
 def _rgb(gray: np.ndarray, lab: np.ndarray | None) -> np.ndarray:
@@ -70,11 +62,12 @@ def main(argv=None) -> int:
 
     post = json.loads(Path(a.post).read_text())
     items = {it["case"]: it for it in load_pool(a.pool, parse_roots(a.root))}
-    oofs = {o["case"]: o for o in load_oof(a.run, "oof_axial+coronal+sagittal") if o["case"] in a.cases}
+    oofs = {o["case"]: o for o in load_oof(a.run, "oof_axial+coronal+sagittal", cases=a.cases)}
     missing = [c for c in a.cases if c not in oofs]
     if missing:
         raise SystemExit(f"no out-of-fold prediction in {a.run} for: {', '.join(missing)}")
     chain = preprocessing(["image", "label"], normalize="zscore")
+    to_labels = RegionsToLabels(4)  # regions -> the label map the writer makes
     fig = Figure(figsize=(12, 3.1 * len(a.cases)))
     axes = fig.subplots(len(a.cases), 4, squeeze=False)
     for row, case in zip(axes, a.cases):
@@ -83,7 +76,7 @@ def main(argv=None) -> int:
         pred = postprocess_regions(oofs[case]["prob"], **post)
         z = int(np.argmax((gt[1] | gt[2]).sum((0, 1)))) if (gt[1] | gt[2]).any() else int(np.argmax(gt[0].sum((0, 1))))
         view = lambda a2: preview_slice(a2, z)  # noqa: E731  (the previews' radiological convention)
-        gl, pl = view(_labels(gt)), view(_labels(pred))
+        gl, pl = (view(to_labels(torch.as_tensor(r))[0].numpy()) for r in (gt, pred))
         panels = [(img[1], None, "T1c"), (img[1], gl, "ground truth"), (img[1], pl, "out-of-fold prediction"), (img[3], pl, "FLAIR, prediction")]
         for ax, (im, lab, title) in zip(row, panels):
             ax.imshow(_rgb(view(im), lab))

@@ -25,16 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from brainseg3d.evaluation.metrics import binary_dice, nest_regions  # noqa: E402
 from brainseg3d.inference.postprocessing import postprocess_regions  # noqa: E402
 from brainseg3d.io import write_json  # noqa: E402
 from brainseg3d.training.cv import load_oof  # noqa: E402
 
 TC_THRESHOLDS = [0.2, 0.3, 0.4, 0.5, 0.6]
-
-
-def _dice(p: np.ndarray, g: np.ndarray) -> float:
-    ps, gs = int(p.sum()), int(g.sum())
-    return 1.0 if ps == 0 and gs == 0 else 2.0 * int(np.logical_and(p, g).sum()) / (ps + gs)
 
 
 def _release(item_release: str) -> str:
@@ -46,15 +42,14 @@ def case_rows(run: str, pool: str, post: dict) -> list[dict]:
     releases = {it["case"]: _release(it.get("release", "?")) for it in json.loads(Path(pool).read_text())["training"]}
     rows = []
     for oof in load_oof(run, "oof_axial+coronal+sagittal"):
-        lab = oof["label"]
-        gt = np.stack([lab[0] | lab[1] | lab[2], lab[1] | lab[2], lab[2]])
+        gt = oof["label"]  # nested regions (LabelToRegions)
         row = {"case": oof["case"], "release": releases.get(oof["case"], "?"), "fold": oof["fold"],
                "gt_wt": int(gt[0].sum()), "gt_tc": int(gt[1].sum())}
         for t in TC_THRESHOLDS:
             th = list(post["thresholds"])
             th[1] = t
-            pred = postprocess_regions(oof["prob"], **(post | {"thresholds": th}))
-            row[f"tc_dice:{t}"] = _dice(pred[1], gt[1])
+            pred = nest_regions(postprocess_regions(oof["prob"], **(post | {"thresholds": th})))  # as the label map reads them
+            row[f"tc_dice:{t}"] = binary_dice(pred[1], gt[1])
             if t == post["thresholds"][1]:
                 row["pred_wt"], row["pred_tc"] = int(pred[0].sum()), int(pred[1].sum())
         rows.append(row)

@@ -35,10 +35,25 @@ from brainseg3d.io import atomic_path, write_json
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.preprocessing.transforms import LabelToRegions
 
-__all__ = ["EMPTY_HD95", "region_scores", "evaluate_folder"]
+__all__ = ["EMPTY_HD95", "nest_regions", "binary_dice", "region_scores", "evaluate_folder"]
 
 #: HD95 when exactly one of prediction / ground truth is empty (BraTS convention)
 EMPTY_HD95 = float(np.sqrt(240**2 + 240**2 + 155**2))
+
+
+def nest_regions(r: np.ndarray) -> np.ndarray:
+    """Binary regions ``[WT, TC, ET, ...]`` as the label map reads them (what
+    :class:`~brainseg3d.core.components.RegionsToLabels` writes): WT = WT | TC | ET, TC = TC | ET."""
+    return np.stack([r[0] | r[1] | r[2], r[1] | r[2], r[2]])
+
+
+def binary_dice(p: np.ndarray, g: np.ndarray) -> float:
+    """Dice of two boolean masks, 1 when both are empty (BraTS convention): the counting form of
+    :func:`region_scores`' Dice, for searches that score many masks of one case."""
+    ps, gs = int(p.sum()), int(g.sum())
+    if ps == 0 and gs == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(p, g).sum()) / (ps + gs)
 
 
 def region_scores(pred: np.ndarray, gt: np.ndarray, spacing=(1.0, 1.0, 1.0), case_id: str = "case") -> dict[str, float]:

@@ -90,8 +90,7 @@ def stratify(scores: Mapping[str, dict], volumes: Mapping[str, dict], region: st
         raise ValueError(f"{len(names)} cases cannot make {strata} strata")
     vol = np.array([volumes[c][region] for c in names])
     edges = np.quantile(vol, np.linspace(0, 1, strata + 1))
-    # a case belongs to the first stratum whose upper edge it does not exceed
-    which = np.minimum(np.searchsorted(edges[1:-1], vol, side="left"), strata - 1)
+    which = np.searchsorted(edges[1:-1], vol, side="left")  # the first stratum whose upper edge it does not exceed
     cases = [{"case": c, "source": scores[c]["source"], "stratum": int(k),
               **{f"volume_{r}": volumes[c][r] for r in REGIONS}, **{f"Dice_{r}": scores[c][r] for r in REGIONS}}
              for c, k in zip(names, which)]

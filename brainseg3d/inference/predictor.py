@@ -42,7 +42,7 @@ from brainseg3d.networks import bf16_supported, flip_mean_probability, member_ne
 from brainseg3d.inference.export import Prediction, finish_case, to_input_grid
 from brainseg3d.inference.prepare import LoadedCase, _case_error, _root_cause, prepare_case
 from brainseg3d.inference.report import add_warnings
-from brainseg3d.inference.quality import candidate_box, ensemble_features, load_calibration, mask_volumes, member_agreement, quality_block
+from brainseg3d.inference.quality import candidate_box, ensemble_features, load_calibration, member_agreement, quality_block
 from brainseg3d.inference.postprocessing import PostprocessRegions
 from brainseg3d.core.labels import LABEL_SCHEMES, as_views
 from brainseg3d.preprocessing.transforms import RegionsToLabels, preprocessing
@@ -286,8 +286,6 @@ class Predictor:
         regions = prob > self._thresholds  # per region, chosen by CV
         if self.min_component > 0 or self.et_to_necrosis > 0 or self.min_fraction > 0:
             regions = self._post(regions.cpu())
-        if estimate is not None:
-            estimate["volumes"] = mask_volumes(regions)  # the final mask's core and enhancing tumour (1 mm voxels)
         return RegionsToLabels(self.et_label)(regions).cpu(), estimate
 
     def _add_estimate(self, pred: "Prediction", estimate: dict | None, reasons: Sequence[str] = ()) -> None:
@@ -296,7 +294,7 @@ class Predictor:
         if estimate and "features" in estimate:
             pred.report["quality"] = quality_block(self.calibration, estimate["features"],
                                                    [*pred.report.get("warnings", []), *reasons], estimate.get("agreement"),
-                                                   estimate.get("volumes"))
+                                                   pred.report.get("volumes"))
 
     def segment_data(self, data: dict, chain, reference: nib.Nifti1Image | None = None, case_id: str = "case") -> Prediction:
         """Segment one preprocessed dict (output of ``chain``); return the label on the input grid."""

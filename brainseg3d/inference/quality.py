@@ -62,7 +62,6 @@ __all__ = [
     "quality_block",
     "CORE_CAUTION",
     "core_caution",
-    "mask_volumes",
     "leave_one_out",
     "validate",
     "load_calibration",
@@ -262,21 +261,16 @@ def predict_dice(calibration: dict, features: dict) -> dict:
 CORE_CAUTION = {"min_core_ml": 10.0, "max_et_share": 0.1}
 
 
-def mask_volumes(regions, voxel_ml: float = 0.001) -> dict:
-    """Tumour-core and enhancing-tumour volumes (mL) of a nested ``[3, ...]`` region mask (WT, TC, ET)."""
-    r = torch.as_tensor(regions).bool()
-    return {"TC": float((r[1] | r[2]).sum()) * voxel_ml, "ET": float(r[2].sum()) * voxel_ml}
-
-
 def core_caution(volumes: dict, rule: dict | None = None) -> str | None:
     """The review reason for a large core with little enhancing tumour in it, or None.
 
     Args:
-        volumes: :func:`mask_volumes` of the case's final mask (mL).
+        volumes: the final mask's volumes as the case report has them
+            (:func:`brainseg3d.io.label_volumes_ml`: ``tumour_core_ml``, ``enhancing_tumour_ml``).
         rule: :data:`CORE_CAUTION` by default.
     """
     rule = rule or CORE_CAUTION
-    tc, et = volumes["TC"], volumes["ET"]
+    tc, et = volumes["tumour_core_ml"], volumes["enhancing_tumour_ml"]
     if tc < rule["min_core_ml"] or et >= rule["max_et_share"] * tc:
         return None
     return (f"little enhancing tumour ({et:.1f} mL) in a large tumour core ({tc:.1f} mL): the split of the core into "
@@ -292,7 +286,7 @@ def quality_block(calibration: dict, features: dict, warnings: Sequence[str] = (
         features: the case's (ensemble) features.
         warnings: input warnings of the case (each is a reason for review).
         agreement: :func:`member_agreement`, reported as is.
-        volumes: :func:`mask_volumes` of the final mask, for :func:`core_caution` (skipped without).
+        volumes: the report's volumes of the final mask, for :func:`core_caution` (skipped without).
     """
     pred = predict_dice(calibration, features)
     reasons = []

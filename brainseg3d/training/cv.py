@@ -40,8 +40,8 @@ import torch
 from monai.utils import ensure_tuple
 
 from brainseg3d.data.pool import SOURCES
-from brainseg3d.evaluation.metrics import region_scores
-from brainseg3d.io import atomic_path, write_json
+from brainseg3d.evaluation.metrics import binary_dice, nest_regions, region_scores
+from brainseg3d.io import atomic_path, label_volumes_ml, write_json
 from brainseg3d.inference.postprocessing import postprocess_regions
 from brainseg3d.core.components import small_components
 from brainseg3d.core.labels import REGIONS
@@ -281,11 +281,15 @@ def view_out_of_fold(run: str | os.PathLike, views: Sequence[str], roots: dict |
     return name
 
 
-def load_oof(run: str | os.PathLike, name: str = "oof") -> list[dict]:
-    """Every out-of-fold prediction of a CV run: ``{"case", "source", "fold", "prob", "label"}``
-    (``prob`` float32 ``[3, X, Y, Z]`` in [0, 1], ``label`` bool regions)."""
+def load_oof(run: str | os.PathLike, name: str = "oof", cases: Iterable[str] | None = None) -> list[dict]:
+    """Every out-of-fold prediction of a CV run (only those of ``cases`` when given):
+    ``{"case", "source", "fold", "prob", "label"}`` (``prob`` float32 ``[3, X, Y, Z]`` in [0, 1],
+    ``label`` bool regions)."""
+    wanted = None if cases is None else set(cases)
     out = []
     for path in sorted(Path(run).glob(f"fold*/{name}/*.npz")):
+        if wanted is not None and path.stem not in wanted:
+            continue
         with np.load(path) as z:
             out.append({
                 "case": str(z["case"]),
@@ -332,18 +336,6 @@ POSTPROCESSING_GRID = {
 }
 
 
-def _nest(r: np.ndarray) -> np.ndarray:
-    """Regions as the label map reads them: WT = WT | TC | ET, TC = TC | ET."""
-    return np.stack([r[0] | r[1] | r[2], r[1] | r[2], r[2]])
-
-
-def _dice(p: np.ndarray, g: np.ndarray) -> float:
-    ps, gs = int(p.sum()), int(g.sum())
-    if ps == 0 and gs == 0:
-        return 1.0  # BraTS convention
-    return 2.0 * int(np.logical_and(p, g).sum()) / (ps + gs)
-
-
 #: per-region probability thresholds searched (WT, TC, ET), before the rules
 THRESHOLD_GRID = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
@@ -360,7 +352,7 @@ def choose_thresholds(oof: Sequence[dict], grid: Sequence[float] | None = None) 
     grid = list(grid or THRESHOLD_GRID)
     chosen = [0.5, 0.5, 0.5]
     tried = []
-    refs = [_nest(item["label"]) for item in oof]
+    refs = [nest_regions(item["label"]) for item in oof]
     for region in (2, 1, 0):
         scores = []
         for t in grid:
@@ -369,7 +361,7 @@ def choose_thresholds(oof: Sequence[dict], grid: Sequence[float] | None = None) 
             d = []
             for item, gt in zip(oof, refs):
                 r = np.stack([item["prob"][i] > th[i] for i in range(3)])
-                d.append(_dice(_nest(r)[region], gt[region]))
+                d.append(binary_dice(nest_regions(r)[region], gt[region]))
             scores.append(float(np.mean(d)))
             tried.append({"region": REGIONS[region], "threshold": t, "Dice": scores[-1]})
         best = max(range(len(grid)), key=lambda i: (round(scores[i], 9), grid[i] == 0.5, -grid[i]))
@@ -401,8 +393,8 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
     mcs, fracs, ets = list(grid["min_component"]), list(grid.get("min_fraction", [0.0])), list(grid["et_to_necrosis"])
     dice = np.zeros((len(mcs), len(fracs), len(ets), len(oof), 3))
     for c, item in enumerate(oof):
-        gt = _nest(item["label"])
-        raw = _nest(np.stack([item["prob"][i] > thresholds[i] for i in range(3)]))
+        gt = nest_regions(item["label"])
+        raw = nest_regions(np.stack([item["prob"][i] > thresholds[i] for i in range(3)]))
         lab, n = ndimage.label(raw[0], structure=np.ones((3,) * raw[0].ndim, bool))
         sizes = np.bincount(lab.ravel())
         for a, mc in enumerate(mcs):
@@ -410,7 +402,7 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
                 keep = ~small_components(sizes, mc, frac)  # the rule PostprocessRegions applies
                 keep[0] = False
                 r = raw & keep[lab][None]
-                wt, tc, et = _dice(r[0], gt[0]), _dice(r[1], gt[1]), _dice(r[2], gt[2])
+                wt, tc, et = binary_dice(r[0], gt[0]), binary_dice(r[1], gt[1]), binary_dice(r[2], gt[2])
                 n_et, et_empty = int(r[2].sum()), not gt[2].any()
                 for b, thr in enumerate(ets):
                     cleared = 0 < n_et < thr
@@ -753,7 +745,8 @@ def quality_run(run: str | os.PathLike, bundle: str | os.PathLike | None = None,
     for item in oof:
         feats.append(Q.region_features(item["prob"], thresholds, post=post))
         dice.append(true[item["case"]])
-        volumes = Q.mask_volumes(postprocess_regions(item["prob"], **post))
+        mask = RegionsToLabels(4)(torch.as_tensor(postprocess_regions(item["prob"], **post)))[0].numpy()
+        volumes = label_volumes_ml(mask, 0.001)  # as the case report has them (1 mm voxels)
         cases.append({"case": item["case"], "source": item["source"], "fold": item["fold"], "volumes": volumes,
                       "core_caution": Q.core_caution(volumes) is not None})
     candidates = []

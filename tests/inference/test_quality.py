@@ -14,6 +14,7 @@ from brainseg3d.core.cases import discover
 from brainseg3d.inference.predictor import Predictor
 from brainseg3d.networks import member_network
 from brainseg3d.core.labels import REGIONS
+from brainseg3d.io import label_volumes_ml
 
 from ..conftest import SAMPLE
 
@@ -61,22 +62,25 @@ def test_calibration_recovers_a_known_line_and_review_quantile():
 
 def test_core_caution_flags_a_large_core_with_little_enhancement():
     """12 mL of core: 0.5 mL of enhancing tumour (4 %) is flagged, 2 mL (17 %) is not; a 9 mL core never is."""
-    regions = torch.zeros(3, 40, 40, 40, dtype=torch.bool)
-    regions[0, :, :, :] = True
-    regions[1, :20, :20, :30] = True  # 12 000 voxels of 1 mm: 12 mL of core
-    regions[2, :5, :10, :10] = True  # 500 voxels, inside the core
-    vol = Q.mask_volumes(regions)
-    assert vol == pytest.approx({"TC": 12.0, "ET": 0.5})
+    labels = np.full((40, 40, 40), 2, np.uint8)  # edema around
+    labels[:20, :20, :30] = 1  # 12 000 voxels of 1 mm: 12 mL of core ...
+    labels[:5, :10, :10] = 4  # ... 500 of them enhancing
+    vol = label_volumes_ml(labels, 0.001)  # the case report's volumes
+    assert (vol["tumour_core_ml"], vol["enhancing_tumour_ml"]) == pytest.approx((12.0, 0.5))
     assert "little enhancing tumour (0.5 mL) in a large tumour core (12.0 mL)" in Q.core_caution(vol)
-    assert Q.core_caution({"TC": 12.0, "ET": 2.0}) is None
-    assert Q.core_caution({"TC": 9.0, "ET": 0.0}) is None
-    assert Q.core_caution({"TC": 12.0, "ET": 2.0}, {"min_core_ml": 10.0, "max_et_share": 0.2}) is not None
+
+    def volumes(tc, et):
+        return {"tumour_core_ml": tc, "enhancing_tumour_ml": et}
+
+    assert Q.core_caution(volumes(12.0, 2.0)) is None
+    assert Q.core_caution(volumes(9.0, 0.0)) is None
+    assert Q.core_caution(volumes(12.0, 2.0), {"min_core_ml": 10.0, "max_et_share": 0.2}) is not None
     calib = Q.fit_calibration([_features(x) for x in np.linspace(0, 0.6, 20)],
                               [{r: 0.95 - 0.5 * x for r in REGIONS} for x in np.linspace(0, 0.6, 20)], review_share=0.25)
     block = Q.quality_block(calib, _features(0.0), warnings=["registered"], volumes=vol)
     assert block["review"] is True and len(block["reasons"]) == 2
     assert block["reasons"][0].startswith("little enhancing tumour") and block["reasons"][1] == "input: registered"
-    assert Q.quality_block(calib, _features(0.0), volumes={"TC": 12.0, "ET": 6.0})["review"] is False
+    assert Q.quality_block(calib, _features(0.0), volumes=volumes(12.0, 6.0))["review"] is False
 
 
 def test_validate_on_made_up_cases():

@@ -303,7 +303,7 @@ def test_quality_fitted_on_out_of_fold_predictions(tmp_path):
     assert res["validation"]["n"] == 8 and res["validation"]["spearman"]["WT"] > 0.9
     caution = res["validation"]["core_caution"]  # 1 mL cores, all enhancing: the core rule flags none
     assert caution["n_flagged"] == 0 and caution["true_dice_flagged"]["TC"] is None
-    assert all(r["volumes"]["TC"] <= 1.0 for r in res["validation"]["leave_one_out"])
+    assert all(r["volumes"]["tumour_core_ml"] <= 1.0 for r in res["validation"]["leave_one_out"])
     calib = json.loads((bundle / "configs" / "quality.json").read_text())
     assert calib["coef"]["WT"][1] < 0  # more penumbra, lower Dice
     assert calib["fitted_on"]["cases"] == 8 and calib["fitted_on"]["folds"] == [0, 1]
