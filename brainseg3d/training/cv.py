@@ -371,7 +371,12 @@ def choose_thresholds(oof: Sequence[dict], grid: Sequence[float] | None = None) 
 
 def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresholds: Sequence[float] | None = None) -> tuple[dict, list[dict]]:
     """Pick the post-processing with the best mean out-of-fold Dice (mean of WT, TC, ET over
-    all cases); ties go to the simpler setting (earlier in the grid).
+    all cases); ties go to the simpler component rules (earlier in the grid) and to the *larger*
+    ET rule (``et_to_necrosis``). The ET rule only changes cases whose whole predicted ET is
+    smaller than its threshold; a case without enhancing tumour in its reference, where the
+    BraTS convention scores any predicted ET as 0 and none as 1, is what it protects. A pool in
+    which every case has an enhancing tumour (the 60-case pool: 224 voxels at least) cannot show
+    that gain, only the cost: so among settings that cost nothing on the pool, the largest.
 
     Thresholds first (:func:`choose_thresholds`, unless given), then the rules on the
     thresholded regions (:class:`~brainseg3d.core.components.PostprocessRegions`): the
@@ -407,7 +412,7 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
                 for b, thr in enumerate(ets):
                     cleared = 0 < n_et < thr
                     dice[a, f, b, c] = (wt, tc, (1.0 if et_empty else 0.0) if cleared else et)
-    best, best_score = None, -1.0
+    best, best_key = None, None
     for a, mc in enumerate(mcs):
         for f, frac in enumerate(fracs):
             for b, thr in enumerate(ets):
@@ -415,8 +420,9 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
                 score = float(means.mean())
                 setting = {"thresholds": thresholds, "min_component": mc, "min_fraction": float(frac), "et_to_necrosis": thr}
                 tried.append({**setting, **{f"Dice_{r}": float(m) for r, m in zip(REGIONS, means)}, "mean": score})
-                if score > best_score + 1e-9:
-                    best, best_score = setting, score
+                key = (round(score, 9), -a, -f, thr)  # ties: simpler component rules, then the larger ET rule
+                if best_key is None or key > best_key:
+                    best, best_key = setting, key
     return best, tried
 
 

@@ -1,4 +1,4 @@
-"""The out-of-fold analysis scripts of benchmarks/ (et_gate.py, oof_gallery.py, tc_by_release.py) on a tiny hand-made CV run."""
+"""The out-of-fold analysis scripts of benchmarks/ (et_gate.py, oof_gallery.py, tc_by_release.py, view_weights.py) on a tiny hand-made CV run."""
 
 import importlib.util
 import json
@@ -80,3 +80,28 @@ def test_tc_by_release(run, tmp_path):
         assert s["median_pred_over_gt_tc"] == 1.0 and s["median_gt_tc_share"] == s["median_pred_tc_share"]
         assert s["nested"]["gain"] == 0.0
     assert "| BraTS 2018 | 1 |" in out.with_suffix(".md").read_text()
+
+
+def test_view_weights(run, tmp_path):
+    """Axial and coronal perfect, sagittal tumour everywhere: equal weights at 0.4 are perfect (2/3 inside,
+    1/3 outside), at 0.3 not; the sagittal reading alone is not; nothing beats equal weights nested."""
+    r, _, _ = run
+    for npz in r.glob(f"fold*/{VIEWS}/*.npz"):
+        with np.load(npz) as z:
+            arrays = dict(z)
+        for view in ("axial", "coronal", "sagittal"):
+            d = npz.parent.parent / f"oof_{view}"
+            d.mkdir(exist_ok=True)
+            prob = np.full_like(arrays["prob"], 255) if view == "sagittal" else arrays["prob"]
+            np.savez_compressed(d / npz.name, **{**arrays, "prob": prob})
+    vw = _script("view_weights")
+    out = tmp_path / "vw"
+    assert vw.main([str(r), "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())["regions"]
+    for region in ("WT", "TC", "ET"):
+        t = res[region]["mean_dice"]
+        assert t["0.33/0.33/0.33@0.4"] == 1.0 and t["0.33/0.33/0.33@0.3"] < 1.0 and t["0.00/0.00/1.00@0.4"] < 1.0
+        assert res[region]["best"] == "0.33/0.33/0.33@0.4" and res[region]["nested_gain"] == 0.0
+    assert "| ET | 1.0000 |" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="oof_axial"):
+        vw.main([str(tmp_path / "nothing"), "--out", str(out)])

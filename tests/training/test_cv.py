@@ -68,7 +68,7 @@ def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
     assert best == {"thresholds": [0.5, 0.5, 0.5], "min_component": 50, "min_fraction": 0.0, "et_to_necrosis": 50}  # 0/1 probs: 0.5 wins ties
     rules = [t for t in tried if "min_component" in t]
     assert len(rules) == 4 and max(t["mean"] for t in rules) == pytest.approx(1.0)
-    summary = score_run(tmp_path)  # the full grid: an equally good setting (ties go to the first in the grid)
+    summary = score_run(tmp_path)  # the full grid: an equally good setting (ties: simpler components, larger ET rule)
     assert summary["postprocessed"]["all"]["Dice_ET"]["mean"] == 1.0 and summary["postprocessed"]["all"]["Dice_WT"]["mean"] == 1.0
     assert summary["raw"]["all"]["Dice_ET"]["mean"] == 0.0
     # the fast Dice of the search agrees with the full scorer (MONAI Dice) for every setting
@@ -77,6 +77,25 @@ def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
         assert all(t[f"Dice_{r}"] == pytest.approx(full[f"Dice_{r}"]["mean"], abs=1e-6) for r in ("WT", "TC", "ET"))
     for f in ("cv.csv", "cv_raw.csv", "cv.json", "postprocessing.json"):
         assert (tmp_path / f).is_file()
+
+
+def test_et_rule_ties_go_to_the_largest_threshold_that_costs_nothing(tmp_path):
+    """Every case has enhancing tumour (as in the 60-case pool): the ET rule cannot gain there,
+    only cost. Among the thresholds that cost nothing the search takes the largest (what a case
+    without ET, absent from such a pool, would gain from); one that clears a real ET is not taken."""
+    shape = (3, 24, 24, 24)
+    for fold, et_hi in ((0, 8), (1, 9)):  # predicted ET = reference ET: 64 and 125 voxels
+        gt = np.zeros(shape, bool)
+        gt[0] = _cube(shape[1:], 2, 14)
+        gt[1] = _cube(shape[1:], 4, 10)
+        gt[2] = _cube(shape[1:], 4, et_hi)
+        _oof_file(tmp_path, fold, f"Brats18_E{fold}_1", "adult", gt.astype(np.float32), gt)
+    oof = load_oof(tmp_path)
+    grid = {"min_component": [0, 50], "et_to_necrosis": [0, 50, 64, 100, 200]}
+    best, tried = choose_postprocessing(oof, grid)
+    assert best["et_to_necrosis"] == 64 and best["min_component"] == 0  # 64 clears nothing (ET of 64 is not < 64)
+    costs = {t["et_to_necrosis"]: t["Dice_ET"] for t in tried if t.get("min_component") == 0}
+    assert costs[0] == costs[50] == costs[64] == 1.0 and costs[100] == 0.5 and costs[200] == 0.0
 
 
 def test_relative_component_rule_and_the_nested_estimate(tmp_path):
