@@ -42,15 +42,15 @@ def _score(args) -> int:
     if args.min_component is not None or args.et_to_necrosis is not None or args.min_fraction is not None:
         post = {"min_component": args.min_component or 0, "min_fraction": args.min_fraction or 0.0, "et_to_necrosis": args.et_to_necrosis or 0}
     oof_name = "oof"
-    if args.tta and args.views:
-        raise SystemExit("brainseg3d cv score: --tta and --views are separate experiments; give one of them")
     if args.tta:
         from brainseg3d.training.cv import predict_out_of_fold
         from brainseg3d.data.pool import parse_roots
 
-        print(f"{predict_out_of_fold(args.run, 'oof_tta', tta=True, roots=parse_roots(args.root))} cases predicted with flip TTA", file=sys.stderr)
-        oof_name = "oof_tta"
-    if args.views:
+        # with --views: the views and the flips in one pass, as `brainseg3d segment --tta` reads a multi-view bundle
+        oof_name = "oof_tta" + ("_" + "+".join(args.views) if args.views else "")
+        n = predict_out_of_fold(args.run, oof_name, tta=True, roots=parse_roots(args.root), views=args.views)
+        print(f"{n} cases predicted with flip TTA" + (f" in views {'+'.join(args.views)}" if args.views else ""), file=sys.stderr)
+    elif args.views:
         from brainseg3d.data.pool import parse_roots
         from brainseg3d.training.cv import view_out_of_fold
 
@@ -185,7 +185,8 @@ def add_parser(sub) -> None:
     s.add_argument("--min-fraction", type=float, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--no-search", action="store_true", help="no post-processing search (raw scores only)")
-    s.add_argument("--tta", action="store_true", help="first predict the held-out cases again with flip TTA (fold<i>/oof_tta/), then score those")
+    s.add_argument("--tta", action="store_true", help="first predict the held-out cases again with flip TTA (fold<i>/oof_tta/; "
+                   "with --views, in those views at once: fold<i>/oof_tta_<view>+<view>/), then score those")
     s.add_argument("--views", type=_views, default=None, metavar="VIEW,VIEW",
                    help="first predict the held-out cases again with each fold model slicing these views (axial, coronal, "
                         "sagittal; fold<i>/oof_<view>/), then score the mean of their probabilities")

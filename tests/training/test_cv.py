@@ -194,8 +194,12 @@ def test_cv_command_smoke_on_three_tiny_cases(tmp_path, capsys):
         assert np.abs(np.load(path)["prob"] - (views[0] + views[1]) / 2).max() <= 0.5 + 1e-6
         assert not np.array_equal(views[0], views[1])  # another view, another prediction
     assert sorted(p.stem for p in run.glob("fold*/oof_axial+coronal/*.npz")) == sorted(p.stem for p in run.glob("fold*/oof/*.npz"))
-    with pytest.raises(SystemExit):
-        main(["cv", "score", str(run), "--views", "axial", "--tta"])  # two experiments at once: a clear error
+    # flip TTA of the multi-view reading, in one pass (what `segment --tta` does with a multi-view bundle)
+    assert main(["cv", "score", str(run), "--views", "axial,coronal", "--tta", "--no-search", "--out", str(tmp_path / "tta_views")]) == 0
+    assert json.loads((tmp_path / "tta_views" / "cv.json").read_text())["oof"] == "oof_tta_axial+coronal"
+    for path in run.glob("fold*/oof_tta_axial+coronal/*.npz"):
+        plain = np.load(path.parent.parent / "oof_axial+coronal" / path.name)["prob"]
+        assert np.load(path)["prob"].shape == plain.shape and not np.array_equal(np.load(path)["prob"], plain)
     bundle = tmp_path / "bundle"
     shutil.copytree(REPO / "bundles" / "brats_mri_2p5d_segmentation", bundle)
     cfg = json.loads((bundle / "configs" / "inference.json").read_text())
