@@ -7,8 +7,10 @@
 #   benchmarks/rescore_shipped.sh EXTRA_DIR [RECORD_NAME]
 #
 # EXTRA_DIR: the 40 extra cases (python3 ../shared/data/extra/extract.py REPOS_ROOT EXTRA_DIR).
-# RECORD_NAME (default: the shipped record's name + _fp32): where the scores and comparisons go, beside the
-# shipped record. About 20 minutes on a 2-core CPU without bfloat16.
+# RECORD_NAME (default: the shipped record's name + _rescored): where the scores and comparisons go, beside the
+# shipped record. About 20 minutes on a 2-core CPU without bfloat16. Bundle 0.14.0's record (bfloat16) was
+# cv_soup_views3r_views; this script, run under 0.14.0 (RECORD_NAME cv_soup_views3r_views_fp32), made the float32
+# record that bundle 0.14.1 ships with (the same weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=$1
@@ -16,4 +18,4 @@ source benchmarks/cv_helpers.sh   # bs, rec; shipped_record, score_views
 shipped=$(shipped_record) run=runs/shipped_members
 $bs bundle members $run --bundle bundles/brats_mri_2p5d_segmentation
 for f in "$rec/$shipped"/fold*; do cp "$f"/config.yaml "$f"/summary.json $run/"$(basename "$f")"/; done   # each fold's held-out cases
-score_views $run "${2:-${shipped}_fp32}" "$shipped"
+score_views $run "${2:-${shipped}_rescored}" "$shipped"

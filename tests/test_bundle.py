@@ -230,7 +230,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.14.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.14.1" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
@@ -273,6 +273,7 @@ def test_docs_state_the_shipped_model():
     thresholds = "/".join(f"{t:g}" for t in cfg["thresholds"])
     assert f"thresholds` = {thresholds} (WT/TC/ET)" in card
     assert f"thresholds WT/TC/ET {thresholds}" in readme
+    assert f"`et_to_necrosis` = {cfg['et_to_necrosis']}:" in card and f"et_to_necrosis {cfg['et_to_necrosis']}:" in readme
     metrics = metadata()["eval_metrics"]
     values = [f"{metrics[f'cv_all_dice_{r}']:.3f} ±" for r in ("wt", "tc", "et")]
     for text in (card, readme):
