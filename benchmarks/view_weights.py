@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="OUT.json and OUT.md")
     a = ap.parse_args(argv)
     rows = case_rows(a.run)
-    res = {"run": a.run, "weights": WEIGHTS, "thresholds": THRESHOLDS, "regions": summarize(rows), "cases": rows}
+    cases = [{k: [round(d, 4) for d in v] if isinstance(v, list) else v for k, v in r.items()} for r in rows]  # per case, 4 places
+    res = {"run": a.run, "weights": WEIGHTS, "thresholds": THRESHOLDS, "regions": summarize(rows), "cases": cases}
     out = Path(a.out)
     write_json(res, out.with_suffix(".json"))
     out.with_suffix(".md").write_text(markdown(res))
