@@ -375,7 +375,7 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
     ET rule (``et_to_necrosis``). The ET rule only changes cases whose whole predicted ET is
     smaller than its threshold; a case without enhancing tumour in its reference, where the
     BraTS convention scores any predicted ET as 0 and none as 1, is what it protects. A pool in
-    which every case has an enhancing tumour (the 60-case pool: 224 voxels at least) cannot show
+    which every case has an enhancing tumour (as in the 60-case pool) cannot show
     that gain, only the cost: so among settings that cost nothing on the pool, the largest.
 
     Thresholds first (:func:`choose_thresholds`, unless given), then the rules on the
