@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from brainseg3d.data.pool import load_pool, parse_roots  # noqa: E402
 from brainseg3d.evaluation.metrics import binary_dice  # noqa: E402
 from brainseg3d.inference.postprocessing import postprocess_regions  # noqa: E402
-from brainseg3d.io import write_json  # noqa: E402
+from brainseg3d.io import write_record  # noqa: E402
 from brainseg3d.preprocessing.transforms import preprocessing  # noqa: E402
 from brainseg3d.training.cv import load_oof  # noqa: E402
 
@@ -120,10 +120,7 @@ def main(argv=None) -> int:
     post = json.loads(Path(a.post).read_text())
     rows = case_rows(a.run, a.pool, parse_roots(a.root), post)
     res = {"run": a.run, "postprocessing": post, "gates": GATES, **summarize(rows), "cases": rows}
-    out = Path(a.out)
-    write_json(res, out.with_suffix(".json"))
-    out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    print(write_record(res, markdown(res), a.out))
     return 0
 
 

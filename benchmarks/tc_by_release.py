@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brainseg3d.evaluation.metrics import binary_dice, nest_regions  # noqa: E402
 from brainseg3d.inference.postprocessing import postprocess_regions  # noqa: E402
-from brainseg3d.io import write_json  # noqa: E402
+from brainseg3d.io import write_record  # noqa: E402
 from brainseg3d.training.cv import load_oof  # noqa: E402
 
 TC_THRESHOLDS = [0.2, 0.3, 0.4, 0.5, 0.6]
@@ -105,10 +105,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"the record's TC threshold {shipped} is not among {TC_THRESHOLDS}")
     rows = case_rows(a.run, a.pool, post)
     res = summarize(rows, shipped)
-    out = Path(a.out)
-    write_json({"run": a.run, "postprocessing": post, "releases": res, "cases": rows}, out.with_suffix(".json"))
-    out.with_suffix(".md").write_text(markdown(res, shipped))
-    print(markdown(res, shipped))
+    print(write_record({"run": a.run, "postprocessing": post, "releases": res, "cases": rows}, markdown(res, shipped), a.out))
     return 0
 
 

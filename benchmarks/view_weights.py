@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brainseg3d.evaluation.metrics import binary_dice, nest_regions  # noqa: E402
-from brainseg3d.io import write_json  # noqa: E402
+from brainseg3d.io import write_record  # noqa: E402
 from brainseg3d.training.cv import load_oof  # noqa: E402
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -109,10 +109,7 @@ def main(argv=None) -> int:
     rows = case_rows(a.run)
     cases = [{k: [round(d, 4) for d in v] if isinstance(v, list) else v for k, v in r.items()} for r in rows]  # per case, 4 places
     res = {"run": a.run, "weights": WEIGHTS, "thresholds": THRESHOLDS, "regions": summarize(rows), "cases": cases}
-    out = Path(a.out)
-    write_json(res, out.with_suffix(".json"))
-    out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    print(write_record(res, markdown(res), a.out))
     return 0
 
 

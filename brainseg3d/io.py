@@ -35,6 +35,7 @@ __all__ = [
     "atomic_path",
     "save_label_image",
     "write_json",
+    "write_record",
     "label_volumes_ml",
     "write_colour_table",
     "write_preview",
@@ -294,6 +295,16 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
     return Path(path)
+
+
+def write_record(obj, markdown: str, out: str | os.PathLike) -> str:
+    """An analysis record: ``obj`` as ``OUT.json`` and its table ``markdown`` as ``OUT.md``
+    (each written atomically); returns ``markdown``, for the caller to print."""
+    out = Path(out)
+    write_json(obj, out.with_suffix(".json"))
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(markdown)
+    return markdown
 
 
 def label_volumes_ml(labels: np.ndarray, voxel_ml: float, et_label: int = 4) -> dict[str, float]:
