@@ -352,10 +352,12 @@ def _write_json(path: Path, doc: dict) -> None:
 
 
 def _post_entries(post: dict) -> dict:
-    """Bundle config entries of a post-processing setting (thresholds as floats, rules as ints)."""
+    """Bundle config entries of a post-processing setting (thresholds as floats, switches as
+    booleans, the other rules as ints)."""
     out = {}
     for k, v in post.items():
-        out[k] = [float(t) for t in v] if k == "thresholds" else float(v) if k == "min_fraction" else int(v)
+        out[k] = ([float(t) for t in v] if k == "thresholds" else float(v) if k == "min_fraction"
+                  else bool(v) if k == "fill_core_holes" else int(v))
     return out
 
 
@@ -372,7 +374,8 @@ def export_ensemble(checkpoints, bundle: str | os.PathLike | None = None, torchs
         checkpoints: one state dict file of the 2D network per member (``final_model.pt``).
         bundle: bundle folder (default: the shipped one).
         torchscript: also export ``models/model.ts``.
-        postprocessing: ``{"thresholds": [...], "min_component": N, "min_fraction": F, "et_to_necrosis": M}`` to record.
+        postprocessing: ``{"thresholds": [...], "min_component": N, "min_fraction": F, "et_to_necrosis": M,
+            "fill_core_holes": B}`` to record.
         unet: UNet keyword arguments (default: the ones the bundle has now; :func:`network_from_run`
             gives a run's).
         k: neighbour slices on each side (default: the bundle's).

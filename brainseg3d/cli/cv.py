@@ -39,8 +39,9 @@ def _score(args) -> int:
     from brainseg3d.training.cv import format_summary, score_run
 
     post = None
-    if args.min_component is not None or args.et_to_necrosis is not None or args.min_fraction is not None:
-        post = {"min_component": args.min_component or 0, "min_fraction": args.min_fraction or 0.0, "et_to_necrosis": args.et_to_necrosis or 0}
+    if args.min_component is not None or args.et_to_necrosis is not None or args.min_fraction is not None or args.fill_core_holes:
+        post = {"min_component": args.min_component or 0, "min_fraction": args.min_fraction or 0.0, "et_to_necrosis": args.et_to_necrosis or 0,
+                "fill_core_holes": bool(args.fill_core_holes)}
     oof_name = "oof"
     if args.tta:
         from brainseg3d.training.cv import predict_out_of_fold
@@ -184,6 +185,7 @@ def add_parser(sub) -> None:
     s.add_argument("--min-component", type=int, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--min-fraction", type=float, default=None, help="fixed post-processing instead of the CV search")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="fixed post-processing instead of the CV search")
+    s.add_argument("--fill-core-holes", action="store_true", help="fixed post-processing instead of the CV search")
     s.add_argument("--no-search", action="store_true", help="no post-processing search (raw scores only)")
     s.add_argument("--tta", action="store_true", help="first predict the held-out cases again with flip TTA (fold<i>/oof_tta/; "
                    "with --views, in those views at once: fold<i>/oof_tta_<view>+<view>/), then score those")

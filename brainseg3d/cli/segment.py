@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import os
 import sys
 from pathlib import Path
@@ -71,7 +73,8 @@ def run(args) -> int:
         if shard:
             cases = cases[shard[0] :: shard[1]]
         predictor = Predictor(args.bundle, device=args.device, precision=args.precision, labels=args.labels, tta=args.tta, members=args.members, views=args.views,
-                              min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, min_fraction=args.min_fraction, register=args.register, skull_strip=args.skull_strip,
+                              min_component=args.min_component, et_to_necrosis=args.et_to_necrosis, min_fraction=args.min_fraction,
+                              fill_core_holes=args.fill_core_holes, register=args.register, skull_strip=args.skull_strip,
                               uncertainty=args.uncertainty)
         try:
             results = segment_cases(cases, out_dir, predictor, overwrite=args.overwrite, preview=args.preview, output_format=args.output_format,
@@ -126,6 +129,8 @@ def add_parser(sub) -> None:
     s.add_argument("--min-component", type=int, default=None, help="drop tumour components smaller than N voxels (default: the bundle's, chosen by CV; 0 = off)")
     s.add_argument("--min-fraction", type=float, default=None, help="also drop tumour components smaller than this fraction of the largest (default: the bundle's, chosen by CV; 0 = off)")
     s.add_argument("--et-to-necrosis", type=int, default=None, help="an enhancing tumour smaller than N voxels becomes necrosis (default: the bundle's; 0 = off)")
+    s.add_argument("--fill-core-holes", default=None, action=argparse.BooleanOptionalAction,
+                   help="edema enclosed by the tumour core in a slice becomes necrosis (default: the bundle's, chosen by CV)")
     s.add_argument("--register", default="auto", choices=["auto", "always", "never"],
                    help="rigidly register the modalities to T1c (SimpleITK) when they are on different grids (auto)")
     s.add_argument("--skull-strip", default="auto", choices=["auto", "never"], help="zero the input outside a brain mask when it does not look skull-stripped (auto)")

@@ -12,8 +12,8 @@ two drift apart.
   then averages their probabilities (a multi-view ensemble of the same weights).
 - :class:`LabelToRegionsd` / :class:`RegionsToLabelsd`: BraTS labels <-> nested [WT, TC, ET].
 - :class:`ProbabilityMean`: an ensemble of networks as one network (mean of the sigmoids).
-- :class:`PostprocessRegionsd`: small-component removal (absolute and relative to the largest) and the small-ET-to-necrosis rule
-  (scipy, imported when a rule is on).
+- :class:`PostprocessRegionsd`: small-component removal (absolute and relative to the largest), the tumour-core
+  hole filling and the small-ET-to-necrosis rule (scipy, imported when a rule is on).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "ProbabilityMean",
     "PostprocessRegions",
     "PostprocessRegionsd",
+    "fill_plane_holes",
     "LabelToRegions",
     "LabelToRegionsd",
     "RegionsToLabels",
@@ -325,6 +326,38 @@ def small_components(sizes, min_component: int = 0, min_fraction: float = 0.0):
     return small
 
 
+def fill_plane_holes(mask):
+    """Fill the holes of a boolean ``[X, Y, Z]`` (or ``[X, Y]``) numpy mask slice by slice, in the
+    slices of every axis: a voxel is filled when, in at least one of the three slices through it,
+    it is enclosed by the mask (4-connected background that does not reach the slice's edge).
+    Slice-wise rather than 3D because a tumour core is a shell open at its poles, whose enclosed
+    necrosis a 3D fill (``monai.transforms.FillHoles``) does not reach.
+
+    Computed in the mask's bounding box with a one-voxel margin (the same result: outside the box
+    every slice's background is one region that reaches the edge).
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    if not mask.any():
+        return mask.copy()
+    box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(mask))
+    sub = np.pad(mask[box], 1)  # a closed border inside the volume's edge still opens the slice
+    filled = sub.copy()
+    if mask.ndim == 2:
+        filled |= ndimage.binary_fill_holes(sub)
+    else:
+        for axis in range(mask.ndim):  # 4-connected background within the slices normal to `axis`
+            structure = np.zeros((3,) * mask.ndim, bool)
+            index = [slice(None)] * mask.ndim
+            index[axis] = 1
+            structure[tuple(index)] = ndimage.generate_binary_structure(mask.ndim - 1, 1)
+            filled |= ndimage.binary_fill_holes(sub, structure=structure)
+    out = mask.copy()
+    out[box] = filled[(slice(1, -1),) * mask.ndim]
+    return out
+
+
 class PostprocessRegions(Transform):
     """Post-processing of region probabilities (or binary regions) ``[WT, TC, ET, ...spatial]``,
     chosen by cross-validation on the out-of-fold predictions.
@@ -340,9 +373,14 @@ class PostprocessRegions(Transform):
             are usually much smaller than it, whatever the voxel size.
         et_to_necrosis: when the predicted enhancing tumour has fewer voxels than this, the ET
             channel is cleared; those voxels stay tumour core, i.e. become necrosis (0: off).
+        fill_core_holes: whole-tumour voxels that the tumour core (TC or ET) encloses in a slice
+            of any axis (:func:`fill_plane_holes`) join the tumour core, i.e. edema inside an
+            enhancing rim becomes necrosis (first, on the thresholded regions; WT and ET unchanged).
     """
 
-    def __init__(self, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5), min_fraction: float = 0.0) -> None:
+    def __init__(self, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5), min_fraction: float = 0.0,
+                 fill_core_holes: bool = False) -> None:
+        self.fill_core_holes = bool(fill_core_holes)
         self.min_component = int(min_component)
         self.et_to_necrosis = int(et_to_necrosis)
         self.min_fraction = float(min_fraction)
@@ -356,6 +394,11 @@ class PostprocessRegions(Transform):
         x = torch.as_tensor(regions)
         t = torch.tensor(self.thresholds, dtype=torch.float32, device=x.device).reshape(3, *([1] * (x.ndim - 1)))
         r = torch.cat([x[:3].float() > t, x[3:] > 0.5])
+        if self.fill_core_holes:  # before the component rules: it changes no whole-tumour voxel
+            tc = (r[1] | r[2]).cpu().numpy()
+            holes = fill_plane_holes(tc) & ~tc & (r[0].cpu().numpy() | tc)
+            if holes.any():
+                r[1] |= torch.from_numpy(holes).to(r.device)
         if self.min_component > 0 or self.min_fraction > 0:
             import numpy as np
             from scipy import ndimage
@@ -379,9 +422,9 @@ class PostprocessRegionsd(MapTransform):
     """Dictionary version of :class:`PostprocessRegions`."""
 
     def __init__(self, keys: KeysCollection, min_component: int = 0, et_to_necrosis: int = 0, thresholds=(0.5, 0.5, 0.5),
-                 min_fraction: float = 0.0, allow_missing_keys=False):
+                 min_fraction: float = 0.0, fill_core_holes: bool = False, allow_missing_keys=False):
         super().__init__(keys, allow_missing_keys)
-        self.converter = PostprocessRegions(min_component, et_to_necrosis, thresholds, min_fraction)
+        self.converter = PostprocessRegions(min_component, et_to_necrosis, thresholds, min_fraction, fill_core_holes)
 
     def __call__(self, data):
         d = dict(data)

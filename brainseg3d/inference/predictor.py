@@ -141,6 +141,8 @@ class Predictor:
             (0 = off; ``None``: the bundle's ``et_to_necrosis``).
         min_fraction: also remove tumour components smaller than this fraction of the largest
             (0 = off; ``None``: the bundle's ``min_fraction``, chosen by cross-validation).
+        fill_core_holes: whole-tumour voxels enclosed by the tumour core in a slice become
+            necrosis (``None``: the bundle's ``fill_core_holes``, chosen by cross-validation).
         threads: torch CPU threads (``None`` leaves torch's default).
         register: ``auto`` registers the modalities (SimpleITK, rigid, mutual information) when
             they are on different grids, ``always`` registers every four-file case, ``never``
@@ -173,6 +175,7 @@ class Predictor:
         uncertainty: bool = False,
         min_fraction: float | None = None,
         views: str | list[str] | None = None,
+        fill_core_holes: bool | None = None,
     ):
         if skull_strip not in ("auto", "never"):
             raise ValueError(f"skull_strip must be auto or never, got {skull_strip!r}")
@@ -199,8 +202,10 @@ class Predictor:
         self.min_component = int(parser.get("min_component", 0) if min_component is None else min_component)
         self.et_to_necrosis = int(parser.get("et_to_necrosis", 0) if et_to_necrosis is None else et_to_necrosis)
         self.min_fraction = float(parser.get("min_fraction", 0.0) if min_fraction is None else min_fraction)
+        self.fill_core_holes = bool(parser.get("fill_core_holes", False) if fill_core_holes is None else fill_core_holes)
         self.thresholds = [float(t) for t in parser.get("thresholds", [0.5, 0.5, 0.5])]
-        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis, min_fraction=self.min_fraction)  # on the thresholded regions
+        self._post = PostprocessRegions(self.min_component, self.et_to_necrosis, min_fraction=self.min_fraction,
+                                        fill_core_holes=self.fill_core_holes)  # on the thresholded regions
         self._thresholds = torch.tensor(self.thresholds, device=self.device).reshape(3, 1, 1, 1)
         self.et_label = LABEL_SCHEMES[labels]
         self.model_name = self.bundle.name
@@ -284,7 +289,7 @@ class Predictor:
                 u = (1.0 - (2.0 * prob - 1.0).abs()).amax(0, keepdim=True)
                 estimate["uncertainty"] = (u * 100.0 + 0.5).to(torch.uint8).cpu()
         regions = prob > self._thresholds  # per region, chosen by CV
-        if self.min_component > 0 or self.et_to_necrosis > 0 or self.min_fraction > 0:
+        if self.min_component > 0 or self.et_to_necrosis > 0 or self.min_fraction > 0 or self.fill_core_holes:
             regions = self._post(regions.cpu())
         return RegionsToLabels(self.et_label)(regions).cpu(), estimate
 

@@ -22,7 +22,7 @@ class CaseReport(TypedDict, total=False):
     labels: str  # label scheme: "brats" (ET = 4) or "brats2023" (ET = 3)
     precision: str  # "fp32" or "bf16"
     tta: bool
-    postprocessing: dict  # thresholds, min_component, min_fraction, et_to_necrosis
+    postprocessing: dict  # thresholds, min_component, min_fraction, et_to_necrosis, fill_core_holes
     device: str
     shape: list  # the mask's shape (the input's grid)
     voxel_ml: float
@@ -52,7 +52,8 @@ def new_report(case_id: str, predictor, shape, voxel_ml: float, volumes: dict, s
         precision=predictor.precision,
         tta=predictor.tta,
         postprocessing={"thresholds": predictor.thresholds, "min_component": predictor.min_component,
-                        "min_fraction": predictor.min_fraction, "et_to_necrosis": predictor.et_to_necrosis},
+                        "min_fraction": predictor.min_fraction, "et_to_necrosis": predictor.et_to_necrosis,
+                        "fill_core_holes": predictor.fill_core_holes},
         device=str(predictor.device),
         shape=list(shape),
         voxel_ml=voxel_ml,

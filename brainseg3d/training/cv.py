@@ -43,7 +43,7 @@ from brainseg3d.data.pool import SOURCES
 from brainseg3d.evaluation.metrics import binary_dice, nest_regions, region_scores
 from brainseg3d.io import atomic_path, label_volumes_ml, write_json
 from brainseg3d.inference.postprocessing import postprocess_regions
-from brainseg3d.core.components import small_components
+from brainseg3d.core.components import fill_plane_holes, small_components
 from brainseg3d.core.labels import REGIONS
 from brainseg3d.core.training import widen_neighbour_channels
 from brainseg3d.preprocessing.transforms import RegionsToLabels
@@ -333,6 +333,7 @@ POSTPROCESSING_GRID = {
     "min_component": [0, 50, 200, 500, 1000],
     "min_fraction": [0.0, 0.05, 0.1, 0.2, 0.3, 0.5],
     "et_to_necrosis": [0, 50, 100, 200, 500],
+    "fill_core_holes": [False, True],
 }
 
 
@@ -371,8 +372,8 @@ def choose_thresholds(oof: Sequence[dict], grid: Sequence[float] | None = None) 
 
 def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresholds: Sequence[float] | None = None) -> tuple[dict, list[dict]]:
     """Pick the post-processing with the best mean out-of-fold Dice (mean of WT, TC, ET over
-    all cases); ties go to the simpler component rules (earlier in the grid) and to the *larger*
-    ET rule (``et_to_necrosis``). The ET rule only changes cases whose whole predicted ET is
+    all cases); ties go to the simpler component rules (earlier in the grid), to no core hole
+    filling, and to the *larger* ET rule (``et_to_necrosis``). The ET rule only changes cases whose whole predicted ET is
     smaller than its threshold; a case without enhancing tumour in its reference, where the
     BraTS convention scores any predicted ET as 0 and none as 1, is what it protects. A pool in
     which every case has an enhancing tumour (as in the 60-case pool) cannot show
@@ -380,9 +381,10 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
 
     Thresholds first (:func:`choose_thresholds`, unless given), then the rules on the
     thresholded regions (:class:`~brainseg3d.core.components.PostprocessRegions`): the
-    absolute and relative component sizes together, then the ET rule. Dice only (HD95 is
-    computed for the chosen setting by :func:`score_oof`); the components are labelled once
-    per case, the ET rule is then a count.
+    absolute and relative component sizes, the core hole filling and the ET rule together.
+    Dice only (HD95 is computed for the chosen setting by :func:`score_oof`); the components are
+    labelled and the core's holes filled once per case (the filling adds no whole-tumour voxel,
+    so it commutes with the component rules), the ET rule is then a count.
 
     Returns:
         ``(best setting, the settings tried with their mean Dice per region)``.
@@ -396,33 +398,40 @@ def choose_postprocessing(oof: Sequence[dict], grid: dict | None = None, thresho
     thresholds = [float(t) for t in thresholds]
     grid = grid or POSTPROCESSING_GRID  # a rule the given grid leaves out stays off
     mcs, fracs, ets = list(grid["min_component"]), list(grid.get("min_fraction", [0.0])), list(grid["et_to_necrosis"])
-    dice = np.zeros((len(mcs), len(fracs), len(ets), len(oof), 3))
+    fills = [bool(h) for h in grid.get("fill_core_holes", [False])]
+    dice = np.zeros((len(mcs), len(fracs), len(fills), len(ets), len(oof), 3))
     for c, item in enumerate(oof):
         gt = nest_regions(item["label"])
         raw = nest_regions(np.stack([item["prob"][i] > thresholds[i] for i in range(3)]))
+        filled = raw[1] | (fill_plane_holes(raw[1]) & raw[0]) if any(fills) else None
         lab, n = ndimage.label(raw[0], structure=np.ones((3,) * raw[0].ndim, bool))
         sizes = np.bincount(lab.ravel())
         for a, mc in enumerate(mcs):
             for f, frac in enumerate(fracs):
                 keep = ~small_components(sizes, mc, frac)  # the rule PostprocessRegions applies
                 keep[0] = False
-                r = raw & keep[lab][None]
-                wt, tc, et = binary_dice(r[0], gt[0]), binary_dice(r[1], gt[1]), binary_dice(r[2], gt[2])
+                kept = keep[lab]
+                r = raw & kept[None]
+                wt, et = binary_dice(r[0], gt[0]), binary_dice(r[2], gt[2])
                 n_et, et_empty = int(r[2].sum()), not gt[2].any()
-                for b, thr in enumerate(ets):
-                    cleared = 0 < n_et < thr
-                    dice[a, f, b, c] = (wt, tc, (1.0 if et_empty else 0.0) if cleared else et)
+                for h, fill in enumerate(fills):
+                    tc = binary_dice(filled & kept if fill else r[1], gt[1])
+                    for b, thr in enumerate(ets):
+                        cleared = 0 < n_et < thr
+                        dice[a, f, h, b, c] = (wt, tc, (1.0 if et_empty else 0.0) if cleared else et)
     best, best_key = None, None
     for a, mc in enumerate(mcs):
         for f, frac in enumerate(fracs):
-            for b, thr in enumerate(ets):
-                means = dice[a, f, b].mean(0)
-                score = float(means.mean())
-                setting = {"thresholds": thresholds, "min_component": mc, "min_fraction": float(frac), "et_to_necrosis": thr}
-                tried.append({**setting, **{f"Dice_{r}": float(m) for r, m in zip(REGIONS, means)}, "mean": score})
-                key = (round(score, 9), -a, -f, thr)  # ties: simpler component rules, then the larger ET rule
-                if best_key is None or key > best_key:
-                    best, best_key = setting, key
+            for h, fill in enumerate(fills):
+                for b, thr in enumerate(ets):
+                    means = dice[a, f, h, b].mean(0)
+                    score = float(means.mean())
+                    setting = {"thresholds": thresholds, "min_component": mc, "min_fraction": float(frac), "et_to_necrosis": thr,
+                               "fill_core_holes": fill}
+                    tried.append({**setting, **{f"Dice_{r}": float(m) for r, m in zip(REGIONS, means)}, "mean": score})
+                    key = (round(score, 9), -a, -f, -h, thr)  # ties: simpler component rules, no filling, the larger ET rule
+                    if best_key is None or key > best_key:
+                        best, best_key = setting, key
     return best, tried
 
 
@@ -600,7 +609,8 @@ def _compare_lines(rows, name: str, evaluation: dict) -> list[str]:
 def _pp_text(pp: dict) -> str:
     t = pp.get("thresholds", [0.5, 0.5, 0.5])
     return (f"t {'/'.join(f'{x:g}' for x in t)}; mc {pp.get('min_component', 0)}"
-            + (f"; mf {pp['min_fraction']:g}" if pp.get("min_fraction") else "") + f"; et {pp.get('et_to_necrosis', 0)}")
+            + (f"; mf {pp['min_fraction']:g}" if pp.get("min_fraction") else "") + f"; et {pp.get('et_to_necrosis', 0)}"
+            + ("; fh" if pp.get("fill_core_holes") else ""))
 
 
 def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike, seconds: dict | None = None,
@@ -638,7 +648,7 @@ def experiments_table(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         "held-out cases); per-volume Dice, mean +/- standard deviation over cases. *pp*: the",
         "post-processing chosen on these out-of-fold cases (*t*: WT/TC/ET probability thresholds;",
         "*mc*: smallest tumour component kept, voxels; *mf*: and as a fraction of the largest;",
-        "*et*: an ET smaller than this becomes necrosis); *raw*: threshold 0.5, no rules. Choosing",
+        "*et*: an ET smaller than this becomes necrosis; *fh*: the core's holes filled); *raw*: threshold 0.5, no rules. Choosing",
         "the post-processing on the same cases makes the *pp* rows slightly optimistic; *nested*:",
         "each fold scored with the post-processing chosen on the other folds only (the honest figure).",
         "*CPU min*: training CPU minutes of the folds the run has (a run of fewer than 5 folds says so in",

@@ -77,3 +77,60 @@ def test_uint16_label_maps_are_read():
     lab[3, 3, 3] = 4
     s = region_scores(lab, lab.astype(np.uint8))
     assert s["Dice_WT"] == 1.0 and s["Dice_ET"] == 1.0
+
+
+def _ringed_core():
+    """A whole tumour of 12^3 whose core is a shell of enhancing tumour (1 voxel thick) around
+    a 4^3 centre that the prediction calls edema, plus a core cup open on one side."""
+    r = np.zeros((3, 40, 40, 40), bool)
+    r[0, 2:14, 2:14, 2:14] = True
+    r[2, 4:10, 4:10, 4:10] = True
+    r[2, 5:9, 5:9, 5:9] = False  # the centre: WT only (edema inside the rim)
+    r[0, 20:30, 20:30, 20:30] = True
+    r[2, 22:28, 22:28, 22:28] = True
+    r[2, 23:27, 23:27, 23:28] = False  # a cup of 4 x 4 x 5 edema voxels, open at its top (z = 28 is edema)
+    return r
+
+
+def test_fill_plane_holes_is_the_slice_wise_fill_of_every_axis():
+    from scipy import ndimage
+
+    from brainseg3d.inference.postprocessing import fill_plane_holes
+
+    rng = np.random.default_rng(0)
+    for shape in ((12, 10, 9), (7, 7)):
+        m = rng.random(shape) > 0.45  # many small holes, some touching the volume's edge
+        expect = m.copy()
+        for axis in range(m.ndim) if m.ndim == 3 else ():
+            slices = np.moveaxis(m, axis, 0)
+            expect |= np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in slices]), 0, axis)
+        if m.ndim == 2:
+            expect = ndimage.binary_fill_holes(m)
+        assert np.array_equal(fill_plane_holes(m), expect)
+    edge = np.zeros((5, 5, 5), bool)
+    edge[0:3, 0:3, 2] = True
+    edge[1, 1, 2] = False  # enclosed in its axial slice although the ring touches the volume's edge
+    assert fill_plane_holes(edge)[1, 1, 2]
+    open_ring = edge.copy()
+    open_ring[0, 1, 2] = False  # a gap in the ring: open
+    assert not fill_plane_holes(open_ring)[1, 1, 2]
+    assert not fill_plane_holes(np.zeros((4, 4, 4), bool)).any()
+
+
+def test_core_holes_become_necrosis():
+    r = _ringed_core()
+    out = postprocess_regions(r, fill_core_holes=True)
+    assert out[1, 5:9, 5:9, 5:9].all()  # the enclosed edema joins the core (necrosis under the rim)
+    assert np.array_equal(out[0], r[0]) and np.array_equal(out[2], r[2])  # WT and ET unchanged
+    # the cup: each axial slice of its cavity is enclosed by the rim, although in 3D the cavity opens at
+    # the top (a 3D fill, e.g. monai.transforms.FillHoles, leaves it): a slice-wise fill
+    assert out[1, 23:27, 23:27, 23:28].all() and out[1].sum() == 64 + 80
+    from scipy import ndimage
+
+    assert not ndimage.binary_fill_holes(r[2])[23:27, 23:27, 23:28].any()
+    assert np.array_equal(postprocess_regions(r), r)  # off by default
+    bg = r.copy()
+    bg[0, 5:9, 5:9, 5:9] = False  # enclosed but not tumour: stays background
+    assert not postprocess_regions(bg, fill_core_holes=True)[1, 5:9, 5:9, 5:9].any()
+    t = torch.as_tensor(r).float()
+    assert torch.equal(PostprocessRegions(fill_core_holes=True)(t), PostprocessRegionsd("pred", fill_core_holes=True)({"pred": t})["pred"])

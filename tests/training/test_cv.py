@@ -65,7 +65,8 @@ def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
     pred[0, 20:22, 20:22, 20:22] = 1  # an 8-voxel island
     _oof_file(tmp_path, 0, "Brats18_B_1", "adult", pred, gt)
     best, tried = choose_postprocessing(load_oof(tmp_path), {"min_component": [0, 50], "et_to_necrosis": [0, 50]})
-    assert best == {"thresholds": [0.5, 0.5, 0.5], "min_component": 50, "min_fraction": 0.0, "et_to_necrosis": 50}  # 0/1 probs: 0.5 wins ties
+    assert best == {"thresholds": [0.5, 0.5, 0.5], "min_component": 50, "min_fraction": 0.0, "et_to_necrosis": 50,
+                    "fill_core_holes": False}  # 0/1 probs: 0.5 wins ties; a rule the grid leaves out stays off
     rules = [t for t in tried if "min_component" in t]
     assert len(rules) == 4 and max(t["mean"] for t in rules) == pytest.approx(1.0)
     summary = score_run(tmp_path)  # the full grid: an equally good setting (ties: simpler components, larger ET rule)
@@ -77,6 +78,31 @@ def test_postprocessing_search_finds_the_rule_that_pays(tmp_path):
         assert all(t[f"Dice_{r}"] == pytest.approx(full[f"Dice_{r}"]["mean"], abs=1e-6) for r in ("WT", "TC", "ET"))
     for f in ("cv.csv", "cv_raw.csv", "cv.json", "postprocessing.json"):
         assert (tmp_path / f).is_file()
+
+
+def test_core_hole_filling_is_chosen_when_it_pays_and_not_on_a_tie(tmp_path):
+    """A reference core of necrosis under an enhancing rim that the prediction reads as edema:
+    filling the core's holes pays TC (WT and ET unchanged), and the search's fast Dice agrees
+    with the full scorer; where the core has no hole the search keeps the rule off (ties: simpler)."""
+    shape = (3, 24, 24, 24)
+    gt = np.zeros(shape, bool)
+    gt[0] = _cube(shape[1:], 2, 16)
+    gt[1] = _cube(shape[1:], 4, 12)  # TC 512
+    gt[2] = _cube(shape[1:], 4, 12) & ~_cube(shape[1:], 5, 11)  # a rim, necrosis inside
+    pred = gt.astype(np.float32)
+    pred[1] = pred[2]  # the centre predicted as edema
+    _oof_file(tmp_path, 0, "Brats18_H_1", "adult", pred, gt)
+    grid = {"min_component": [0, 50], "et_to_necrosis": [0], "fill_core_holes": [False, True]}
+    best, tried = choose_postprocessing(load_oof(tmp_path), grid)
+    assert best["fill_core_holes"] is True and best["min_component"] == 0
+    dice = {t["fill_core_holes"]: t["Dice_TC"] for t in tried if t.get("min_component") == 0}
+    assert dice[True] == pytest.approx(1.0) and dice[False] == pytest.approx(2 * 296 / (296 + 512))
+    for t in [t for t in tried if "min_component" in t]:
+        full = summarize(score_oof(load_oof(tmp_path), {k: t[k] for k in ("thresholds", "min_component", "min_fraction", "et_to_necrosis", "fill_core_holes")}))["all"]
+        assert all(t[f"Dice_{r}"] == pytest.approx(full[f"Dice_{r}"]["mean"], abs=1e-6) for r in ("WT", "TC", "ET"))
+    solid = tmp_path / "solid"
+    _oof_file(solid, 0, "Brats18_S_1", "adult", gt.astype(np.float32), gt)
+    assert choose_postprocessing(load_oof(solid), grid)[0]["fill_core_holes"] is False
 
 
 def test_et_rule_ties_go_to_the_largest_threshold_that_costs_nothing(tmp_path):
