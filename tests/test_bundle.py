@@ -230,7 +230,7 @@ def test_metadata_versions_and_use():
     import monai
 
     meta = metadata()
-    assert meta["version"] == "0.14.1" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
+    assert meta["version"] == "0.15.0" and meta["version"] == next(iter(meta["changelog"]))  # newest entry first
     # the versions the bundle was made with; the bundle spec expects later ones to work too
     from packaging.version import Version
 
@@ -274,6 +274,8 @@ def test_docs_state_the_shipped_model():
     assert f"thresholds` = {thresholds} (WT/TC/ET)" in card
     assert f"thresholds WT/TC/ET {thresholds}" in readme
     assert f"`et_to_necrosis` = {cfg['et_to_necrosis']}:" in card and f"et_to_necrosis {cfg['et_to_necrosis']}:" in readme
+    fill = "true" if cfg["fill_core_holes"] else "false"
+    assert f"`fill_core_holes` = {fill}:" in card and f"fill_core_holes {'on' if cfg['fill_core_holes'] else 'off'}:" in readme
     metrics = metadata()["eval_metrics"]
     values = [f"{metrics[f'cv_all_dice_{r}']:.3f} ±" for r in ("wt", "tc", "et")]
     for text in (card, readme):

@@ -7,11 +7,11 @@ median over ``n`` cases.
 
 Pipelines:
 
-* ``ours[fp32|bf16][+tta][+mN][+VIEW...][+noq]``: :class:`brainseg3d.inference.predictor.Predictor` via
+* ``ours[fp32|bf16][+tta][+mN][+VIEW...][+noq][+nofh]``: :class:`brainseg3d.inference.predictor.Predictor` via
   :func:`brainseg3d.inference.batch.segment_cases` (prefetching the next case, writing in background);
   ``+mN``: the first N ensemble members; ``+axial`` (``+coronal``, ``+sagittal``): only these
-  slice views instead of the bundle's; ``+noq``: without the per-case quality estimate
-  (to measure its cost).
+  slice views instead of the bundle's; ``+noq``: without the per-case quality estimate,
+  ``+nofh``: without the tumour-core hole filling (to measure their cost).
 * ``reference``: the model-zoo ``brats_mri_segmentation`` inference recipe: SegResNet 3D
   (blocks_down [1, 2, 2, 4], init_filters 16, 4 in / 3 out), channel-wise non-zero z-score,
   sliding window roi 240x240x160, overlap 0.5, sigmoid > 0.5 -> labels, Invertd, SaveImaged.
@@ -136,7 +136,8 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
 
         precision, tta = options["precision"], options.get("tta", False)
         predictor = Predictor(options.get("bundle"), device=options.get("device", "auto"), precision=precision, tta=tta,
-                              members=options.get("members"), quality=options.get("quality", True), views=options.get("views"))
+                              members=options.get("members"), quality=options.get("quality", True), views=options.get("views"),
+                              fill_core_holes=options.get("fill_core_holes"))
         workers = options.get("workers")
         segment_cases(cases[:1], out + "/warmup", predictor, progress=False)
         # per-case end-to-end: one case at a time through the batch runner (load + infer + write)
@@ -148,6 +149,7 @@ def _worker(kind: str, case_dirs: list[str], options: dict, queue) -> None:
         import json
 
         reports = [json.loads(Path(out, f"{c.case_id}.json").read_text()) for c in cases[1:]]
+        dice["postprocessing"] = reports[0].get("postprocessing")  # the setting the timed pipeline applied
         for key in ("seconds_load", "seconds_inference"):
             values = [r[key] for r in reports if key in r]
             if values:
@@ -232,7 +234,8 @@ def run_benchmark(cases_root: str, n: int = 5, device: str = "cpu", pipelines=("
             parts = kind.split("-")[1].split("+")
             members = next((int(x[1:]) for x in parts[1:] if x[:1] == "m" and x[1:].isdigit()), None)
             views = [x for x in parts[1:] if x in VIEWS] or None
-            opts.update(precision=parts[0], tta="tta" in parts, members=members, quality="noq" not in parts, views=views)
+            opts.update(precision=parts[0], tta="tta" in parts, members=members, quality="noq" not in parts, views=views,
+                        fill_core_holes=False if "nofh" in parts else None)
         name = "reference" if kind == "reference" else "ours"
         if opts.get("precision") == "bf16" and not bf16_supported(torch.device(device)):
             # emulated bf16 is several times slower than fp32: not a number anyone would run with

@@ -9,7 +9,7 @@ import torch
 from brainseg3d.cli import main
 from brainseg3d.networks import bf16_supported
 
-from ..conftest import copy_sample
+from ..conftest import REPO, copy_sample
 
 
 @pytest.mark.slow
@@ -20,13 +20,17 @@ def test_bench_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     # one member, one view, fp32: the plumbing is what is tested, in the suite's budget (bf16 is
     # emulated, and slow, on a CPU without it)
-    rc = main(["bench", str(src), "--n", "1", "--pipelines", "reference,ours-bf16+m1+axial,ours-fp32+m1+axial", "--memory-batch", "3",
-               "--out", str(out)])
+    rc = main(["bench", str(src), "--n", "1", "--pipelines", "reference,ours-bf16+m1+axial,ours-fp32+m1+axial+nofh,ours-fp32+m1+axial",
+               "--memory-batch", "3", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "| reference |" in text and "| ours-fp32+m1+axial |" in text and "batch of 3 cases:" in text and "cases/s" in text
     report = json.loads(out.read_text())
-    ref, bf16, ours = report["results"]
+    ref, bf16, nofh, ours = report["results"]
+    # +nofh: the same pipeline without the core hole filling (its cost); the others apply the bundle's setting
+    shipped = json.loads((REPO / "bundles" / "brats_mri_2p5d_segmentation" / "configs" / "inference.json").read_text())
+    assert nofh["postprocessing"]["fill_core_holes"] is False and nofh["median_s"] > 0
+    assert ours["postprocessing"]["fill_core_holes"] is shipped["fill_core_holes"]
     # bf16 runs where the CPU has it; elsewhere (emulated, several times slower) the row says why not
     if bf16_supported(torch.device("cpu")):
         assert bf16["median_s"] > 0 and not bf16.get("note")
