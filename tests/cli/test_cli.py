@@ -90,3 +90,32 @@ def test_views_option_names_a_wrong_view(capsys, tmp_path):
         err = capsys.readouterr().err
         assert "views must be distinct names from ['axial', 'coronal', 'sagittal']" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_fill_core_holes_options(tmp_path):
+    """``segment --no-fill-core-holes`` turns the bundle's core hole filling off (the report says which
+    setting was applied); ``cv score --fill-core-holes`` scores with it instead of the search."""
+    import json
+
+    import numpy as np
+
+    from ..conftest import REPO, write_case
+
+    write_case(tmp_path / "in" / "Small_001", "Small_001")
+    shipped = json.loads((REPO / "bundles" / "brats_mri_2p5d_segmentation" / "configs" / "inference.json").read_text())
+    for flag, expect in (([], shipped["fill_core_holes"]), (["--no-fill-core-holes"], False), (["--fill-core-holes"], True)):
+        out = tmp_path / f"out{len(flag)}{expect}"
+        assert main(["segment", str(tmp_path / "in"), str(out), "--quiet", "--precision", "fp32", "--members", "1", "--views", "axial", *flag]) == 0
+        assert json.loads((out / "Small_001.json").read_text())["postprocessing"]["fill_core_holes"] is expect
+    # cv score with the rule fixed: a core predicted as a rim around edema scores TC 1 once filled
+    gt = np.zeros((3, 16, 16, 16), bool)
+    gt[0, 1:15, 1:15, 1:15] = gt[1, 3:12, 3:12, 3:12] = True
+    pred = gt.astype(np.float32)
+    pred[1, 4:11, 4:11, 4:11] = 0  # the core's centre read as edema
+    d = tmp_path / "run" / "fold0" / "oof"
+    d.mkdir(parents=True)
+    np.savez_compressed(d / "Brats18_R_1.npz", prob=(pred * 255).astype(np.uint8), label=gt.astype(np.uint8), case="Brats18_R_1", source="adult")
+    assert main(["cv", "score", str(tmp_path / "run"), "--fill-core-holes", "--out", str(tmp_path / "scored")]) == 0
+    doc = json.loads((tmp_path / "scored" / "cv.json").read_text())
+    assert doc["postprocessing"]["fill_core_holes"] is True and doc["postprocessed"]["all"]["Dice_TC"]["mean"] == 1.0
+    assert doc["raw"]["all"]["Dice_TC"]["mean"] < 0.9
