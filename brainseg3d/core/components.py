@@ -342,7 +342,7 @@ def fill_plane_holes(mask):
     if not mask.any():
         return mask.copy()
     box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(mask))
-    sub = np.pad(mask[box], 1)  # a closed border inside the volume's edge still opens the slice
+    sub = np.pad(mask[box], 1)  # open background all round, as the volume's edge is to scipy
     filled = sub.copy()
     if mask.ndim == 2:
         filled |= ndimage.binary_fill_holes(sub)
