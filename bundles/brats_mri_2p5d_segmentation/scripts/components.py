@@ -396,7 +396,7 @@ class PostprocessRegions(Transform):
         r = torch.cat([x[:3].float() > t, x[3:] > 0.5])
         if self.fill_core_holes:  # before the component rules: it changes no whole-tumour voxel
             tc = (r[1] | r[2]).cpu().numpy()
-            holes = fill_plane_holes(tc) & ~tc & (r[0].cpu().numpy() | tc)
+            holes = fill_plane_holes(tc) & ~tc & r[0].cpu().numpy()  # enclosed whole tumour outside the core
             if holes.any():
                 r[1] |= torch.from_numpy(holes).to(r.device)
         if self.min_component > 0 or self.min_fraction > 0:
