@@ -105,3 +105,29 @@ def test_view_weights(run, tmp_path):
     assert "| ET | 1.0000 |" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="oof_axial"):
         vw.main([str(tmp_path / "nothing"), "--out", str(out)])
+
+
+def test_refine3d(run, tmp_path):
+    """The stacked 3D refiner: zero correction before training (refined = base); each fold's refiner trains on
+    the other folds only and scores its own; a rerun keeps the cached inputs and trained folds."""
+    import torch
+
+    r, pool, post = run
+    rf = _script("refine3d")
+    net = rf.make_net()
+    image, prob = torch.randn(4, 10, 12, 9), torch.rand(3, 10, 12, 9)
+    logits, delta = rf.refine_logits(net, image, prob)
+    assert delta.abs().max() == 0 and torch.allclose(logits, torch.logit(prob.clamp(rf.EPS, 1 - rf.EPS)))
+    work, out = tmp_path / "work", tmp_path / "refine"
+    args = [str(r), "--pool", str(pool), "--post", str(post), "--work", str(work), "--epochs", "1", "--out", str(out)]
+    assert rf.main(args) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert sorted((c["case"], c["fold"]) for c in res["cases"]) == [("Synth_001", 0), ("Synth_002", 1)]
+    for c in res["cases"]:  # the perfect out-of-fold prediction scores 1 without the refiner
+        assert c["base_WT"] == c["base_TC"] == c["base_ET"] == 1.0
+        assert all(0.0 <= c[f"refined_{k}"] <= 1.0 for k in ("WT", "TC", "ET"))
+    assert torch.load(work / "fold0.pt")["train_cases"] == 1  # fold 1's case only
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.rglob("*.pt")}
+    assert rf.main(args) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in work.rglob("*.pt")} == stamps
+    assert "| all | 2 | ET |" in out.with_suffix(".md").read_text()
