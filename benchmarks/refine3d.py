@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brainseg3d.data.pool import load_pool, parse_roots  # noqa: E402
 from brainseg3d.evaluation.metrics import binary_dice, nest_regions  # noqa: E402
-from brainseg3d.evaluation.paired import _bootstrap_ci  # noqa: E402
+from brainseg3d.evaluation.paired import bootstrap_ci  # noqa: E402
 from brainseg3d.inference.postprocessing import postprocess_regions  # noqa: E402
 from brainseg3d.io import write_record  # noqa: E402
 from brainseg3d.preprocessing.transforms import preprocessing  # noqa: E402
@@ -185,7 +185,7 @@ def summarize(rows: list[dict]) -> dict:
             b = np.array([r[f"refined_{region}"] for r in sel])
             d = b - a
             out[subset][region] = {"base": float(a.mean()), "refined": float(b.mean()),
-                                   "paired": {"mean": float(d.mean()), "ci": list(_bootstrap_ci(d, 10000, 0)),
+                                   "paired": {"mean": float(d.mean()), "ci": list(bootstrap_ci(d)),
                                               "better": int((d > 0.005).sum()), "worse": int((d < -0.005).sum())}}
     return out
 

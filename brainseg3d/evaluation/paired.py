@@ -23,7 +23,7 @@ import numpy as np
 
 from brainseg3d.core.labels import REGIONS
 
-__all__ = ["read_scores", "paired_comparison", "format_comparison"]
+__all__ = ["read_scores", "bootstrap_ci", "paired_comparison", "format_comparison"]
 
 
 def read_scores(path: str | os.PathLike, metric: str = "Dice") -> dict[str, dict]:
@@ -55,8 +55,8 @@ def read_scores(path: str | os.PathLike, metric: str = "Dice") -> dict[str, dict
     return out
 
 
-def _bootstrap_ci(diff: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap 95 % interval of the mean of ``diff`` (cases resampled)."""
+def bootstrap_ci(diff: np.ndarray, n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of the mean of ``diff`` (cases resampled; deterministic for a seed)."""
     if diff.size < 2:
         return (float(diff.mean()), float(diff.mean())) if diff.size else (math.nan, math.nan)
     rng = np.random.default_rng(seed)
@@ -100,7 +100,7 @@ def paired_comparison(a: str | os.PathLike, b: str | os.PathLike, metric: str = 
             va = np.array([sa[c][r] for c in cases], float)
             vb = np.array([sb[c][r] for c in cases], float)
             d = vb - va
-            lo, hi = _bootstrap_ci(d, n_boot, seed)
+            lo, hi = bootstrap_ci(d, n_boot, seed)
             res["groups"][g][r] = {
                 "n": len(cases), "mean_a": float(va.mean()), "mean_b": float(vb.mean()), "diff": float(d.mean()),
                 "ci95": [lo, hi], "better": int((sign * d > tie).sum()), "worse": int((sign * d < -tie).sum()),

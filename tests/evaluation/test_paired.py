@@ -6,7 +6,7 @@ import json
 import pytest
 
 from brainseg3d.cli import main
-from brainseg3d.evaluation.paired import format_comparison, paired_comparison, read_scores
+from brainseg3d.evaluation.paired import bootstrap_ci, format_comparison, paired_comparison, read_scores
 
 
 def _write(path, rows):
@@ -85,3 +85,14 @@ def test_cv_compare_command(tmp_path, records, capsys):
     assert saved["groups"]["adult"]["WT"]["n"] == 2 and (tmp_path / "cmp.md").read_text().startswith("B = ")
     assert main(["cv", "compare", str(ra), str(rb)]) == 2  # no cv.csv in the folders
     assert "cv.csv" in capsys.readouterr().err
+
+
+def test_bootstrap_ci_of_known_differences():
+    """A constant difference is its own interval; a spread one brackets its mean, the same for a seed."""
+    import numpy as np
+
+    assert bootstrap_ci(np.full(12, 0.03)) == pytest.approx((0.03, 0.03))
+    d = np.array([-0.02, 0.0, 0.01, 0.05, 0.08, -0.01, 0.03, 0.02])
+    lo, hi = bootstrap_ci(d, 2000, 1)
+    assert lo < d.mean() < hi and (lo, hi) == bootstrap_ci(d, 2000, 1)
+    assert bootstrap_ci(np.array([0.2])) == (0.2, 0.2)
